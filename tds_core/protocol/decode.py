@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .errors import Reason, Rejection, show
-from .model import DEFAULT_LIMITS, Limits, Reading, Telemetry
+from .model import DEFAULT_LIMITS, Limits, Reading, Telemetry, _new_reading, _new_telemetry
 from .timestamps import parse_timestamp
 from .topics import _DEVICE_CODE_RE, normalize_mac, parse_topic
 from .units import KNOWN_UNITS
@@ -26,6 +26,9 @@ _INF = float("inf")
 _MISSING: Any = object()
 _UNITS_HINT = ", ".join(sorted(KNOWN_UNITS))
 _device_code_ok = _DEVICE_CODE_RE.fullmatch
+# Device codes seen valid ("D01".."D08" repeat across gateways): a set lookup instead of a regex match.
+_GOOD_CODES: set[str] = set()
+_GOOD_CODES_MAX = 65536
 
 
 class _NonFinite(Exception):
@@ -239,22 +242,53 @@ def _decode_v1(topic_mac: str, doc: dict, now: datetime | None, limits: Limits) 
             )
     ts = _timestamp(doc, now, limits)
     readings = []
-    seen: dict[str, int] = {}
+    seen: dict[str, int] = {}  # device code -> index, to name the first occurrence of a duplicate
     for i, item in enumerate(_readings(doc, limits.max_readings, legacy=False)):
-        path = f"leituras[{i}]"
-        if type(item) is not dict:
-            raise Rejection(Reason.WRONG_TYPE, f"{path}: expected a reading object, got {show(item)}")
-        code = _check_device_code(_field(item, "dispositivo_codigo", path), path + ".dispositivo_codigo")
-        if code in seen:
-            raise Rejection(
-                Reason.DUPLICATE_DEVICE,
-                f"{path}.dispositivo_codigo: {show(code)} already appears in leituras[{seen[code]}]; "
-                "one reading per device per message",
-            )
-        seen[code] = i
-        value, unit = _value_and_unit(item, path)
-        readings.append(Reading(code, value, unit))
-    return Telemetry("v1", ts, tuple(readings), topic_mac, None)
+        # Fast path for the common, valid reading; anything unusual goes to _v1_reading for a precise verdict.
+        if type(item) is dict:
+            code = item.get("dispositivo_codigo")
+            value = item.get("valor")
+            unit = item.get("unidade")
+            if (
+                type(code) is str
+                and type(value) is float  # the JSON hook already refused non-finite floats
+                and type(unit) is str
+                and unit in KNOWN_UNITS
+                and code not in seen
+                and (code in _GOOD_CODES or _remember_code(code))
+            ):
+                seen[code] = i
+                readings.append(_new_reading(code, value, unit, None))
+                continue
+        readings.append(_v1_reading(item, i, seen))
+    return _new_telemetry("v1", ts, tuple(readings), topic_mac, None)
+
+
+def _remember_code(code: str) -> bool:
+    """True (and cached) if ``code`` is a valid device code; the cache is bounded by clearing it."""
+    if _device_code_ok(code) is None:
+        return False
+    if len(_GOOD_CODES) >= _GOOD_CODES_MAX:
+        _GOOD_CODES.clear()
+    _GOOD_CODES.add(code)
+    return True
+
+
+def _v1_reading(item: object, i: int, seen: dict[str, int]) -> Reading:
+    """Validate one v1 reading field by field (slow path): raise the first problem, or return it."""
+    path = f"leituras[{i}]"
+    if type(item) is not dict:
+        raise Rejection(Reason.WRONG_TYPE, f"{path}: expected a reading object, got {show(item)}")
+    code = _check_device_code(_field(item, "dispositivo_codigo", path), path + ".dispositivo_codigo")
+    if code in seen:
+        raise Rejection(
+            Reason.DUPLICATE_DEVICE,
+            f"{path}.dispositivo_codigo: {show(code)} already appears in leituras[{seen[code]}]; "
+            "one reading per device per message",
+        )
+    value, unit = _value_and_unit(item, path)
+    seen[code] = i
+    return _new_reading(code, value, unit, None)
 
 
 def _decode_legacy(topic_gateway: str, topic_device: str, doc: dict, now: datetime | None, limits: Limits) -> Telemetry:
@@ -279,4 +313,4 @@ def _decode_legacy(topic_gateway: str, topic_device: str, doc: dict, now: dateti
     if kind is not None and (type(kind) is not str or not kind.isprintable()):
         raise Rejection(Reason.WRONG_TYPE, f"{path}.tipo: expected a printable string, got {show(kind)}")
     value, unit = _value_and_unit(item, path)
-    return Telemetry("legacy", ts, (Reading(device_code, value, unit, kind),), None, gateway_code)
+    return _new_telemetry("legacy", ts, (_new_reading(device_code, value, unit, kind),), None, gateway_code)

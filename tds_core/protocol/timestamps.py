@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 from .errors import Reason, Rejection, show
 
@@ -22,19 +23,32 @@ def parse_timestamp(field: str, value: object) -> datetime:
     """Parse a wire timestamp into an aware UTC datetime; raise :class:`Rejection` naming ``field``."""
     if not isinstance(value, str):
         raise Rejection(Reason.WRONG_TYPE, f"{field}: expected a string timestamp, got {show(value)}")
+    try:
+        return _parse_cached(value)
+    except _BadTimestamp as exc:
+        reason, why = exc.args
+        raise Rejection(reason, f"{field}: {show(value)} {why}") from None
+
+
+class _BadTimestamp(Exception):
+    """(reason, explanation) from the cached parser; parse_timestamp adds the field name."""
+
+
+# Gateways publish on aligned polling ticks, so one timestamp string arrives from many gateways:
+# caching the successful parses makes the common case a dict lookup. Failures are not cached.
+@lru_cache(maxsize=4096)
+def _parse_cached(value: str) -> datetime:
     m = _TS_RE.fullmatch(value)
     if m is None:
-        raise Rejection(Reason.BAD_TIMESTAMP, f"{field}: {show(value)} is not a timestamp; {_EXPECTED}")
+        raise _BadTimestamp(Reason.BAD_TIMESTAMP, f"is not a timestamp; {_EXPECTED}")
     if m.group(1) is None:
-        raise Rejection(
-            Reason.TIMESTAMP_NO_ZONE,
-            f"{field}: {show(value)} has no time zone; add 'Z' (UTC) or an offset like -03:00",
-        )
+        raise _BadTimestamp(Reason.TIMESTAMP_NO_ZONE, "has no time zone; add 'Z' (UTC) or an offset like -03:00")
     try:
         # 3.11's fromisoformat reads 'Z'; it still checks the calendar (Feb 30, hour 24, second 60)
-        return datetime.fromisoformat(value).astimezone(UTC)
+        parsed = datetime.fromisoformat(value)
+        return parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
     except (ValueError, OverflowError) as exc:  # OverflowError: year 1 shifted before datetime.min
-        raise Rejection(Reason.BAD_TIMESTAMP, f"{field}: {show(value)} is not a valid date/time ({exc})") from None
+        raise _BadTimestamp(Reason.BAD_TIMESTAMP, f"is not a valid date/time ({exc})") from None
 
 
 def _check_aware(timestamp: datetime) -> timedelta:
