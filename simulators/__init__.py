@@ -15,7 +15,7 @@ from .meters import (
     WaterMeter,
     meter_from_spec,
 )
-from .modbus_bank import ModbusBank, Point, ServedRead, bank_from_meters
+from .modbus_bank import ModbusBank, NoAnswer, Point, ServedRead, bank_from_meters
 from .pty_bridge import PtyPair
 from .registers import EncodingError, decode_registers, encode_value, register_count
 
@@ -31,6 +31,7 @@ __all__ = [
     "ManualClock",
     "Meter",
     "ModbusBank",
+    "NoAnswer",
     "Point",
     "PtyPair",
     "ScaledClock",

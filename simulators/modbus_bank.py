@@ -50,6 +50,14 @@ ILLEGAL_FUNCTION = "illegal_function"
 ENCODE_ERROR = "encode_error"
 
 
+class NoAnswer(Exception):
+    """In-process request (:meth:`ModbusBank.request`) that a master would see as no valid answer."""
+
+    def __init__(self, outcome: str, detail: str) -> None:
+        super().__init__(detail)
+        self.outcome = outcome
+
+
 @dataclass(frozen=True)
 class Point:
     """Where and how a slave exposes its meter's value."""
@@ -286,7 +294,22 @@ class ModbusBank:
         draw = _unit(self.seed, slave_id * 8 + fault.priority, request_no)
         return (draw + 1.0) / 2.0 < fault.probability
 
-    async def _serve(self, slave_id: int, func_code: int, address: int, count: int) -> list[int] | ExcCodes:
+    async def request(self, slave_id: int, function_code: int, address: int, count: int) -> list[int] | ExcCodes:
+        """Serve one request in-process (no network): same clock, faults and accounting as on the wire.
+
+        Returns the registers or an ``ExcCodes`` exception code; raises :class:`NoAnswer` when a master would
+        get nothing valid (unknown slave, ``no_reply``, ``bad_crc``). For fleets too large to put on sockets.
+        """
+        try:
+            answer = await self._serve(slave_id, function_code, address, count, wire=False)
+        except NoSuchIdException as exc:
+            outcome = NO_REPLY if slave_id in self._slaves else "unknown_slave"
+            raise NoAnswer(outcome, str(exc)) from None
+        return answer
+
+    async def _serve(
+        self, slave_id: int, func_code: int, address: int, count: int, *, wire: bool = True
+    ) -> list[int] | ExcCodes:
         slave = self._slaves.get(slave_id)
         if slave is None:
             raise NoSuchIdException(f"bank {self.name}: no slave {slave_id}")  # silence, like an absent device
@@ -333,9 +356,11 @@ class ModbusBank:
             await asyncio.sleep(delay_s)
             if slave_id not in self._slaves:  # removed while we waited
                 raise NoSuchIdException(f"bank {self.name}: slave {slave_id} removed")
-        if corrupt:
+        if corrupt and wire:
             self._corrupt[slave_id] = self._corrupt.get(slave_id, 0) + 1
         record(BAD_CRC if corrupt else OK, registers=tuple(answer), value=value, delay_s=delay_s)
+        if corrupt and not wire:
+            raise NoAnswer(BAD_CRC, f"bank {self.name}: slave {slave_id} answer corrupted by fault")
         return answer
 
     def _trace_packet(self, framer: FramerType) -> Callable[[bool, bytes], bytes]:
