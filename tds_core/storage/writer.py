@@ -1,0 +1,204 @@
+"""The batch writer: readings, gateway liveness and dead letters of one batch in ONE transaction.
+
+Per batch: binary COPY into a temporary staging table, `INSERT INTO readings … ON CONFLICT DO NOTHING`
+(redelivered readings are dropped, never duplicated), on plain PostgreSQL the (device, hour) buckets of the
+rows actually inserted go to the invalidation log, `gateways.last_seen/online` are advanced, dead letters
+are inserted (deduplicated by digest), then one commit. The caller acknowledges the batch's messages only
+after `write()` returned.
+
+Failure contract: on any database error the transaction is rolled back and the error propagates; nothing
+of the batch is stored (rows, liveness and dead letters go together). The caller retries the same batch
+(idempotent). If the connection itself is broken (`conn.closed` or `psycopg.OperationalError`), the caller
+opens a new connection and calls `writer.rebind(new_conn)` (or builds a new BatchWriter) before retrying.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from operator import itemgetter
+
+import psycopg
+from psycopg import pq
+
+from tds_core.storage.capabilities import Backend
+from tds_core.storage.deadletter import DeadLetter
+from tds_core.storage.migrate import current_backend
+from tds_core.storage.partitions import ensure_partitions, existing_partitions, utc_day
+
+log = logging.getLogger(__name__)
+
+# (time, device_id, gateway_id, tenant_id, value); time is timezone-aware.
+Row = tuple[datetime, int, int, int, float]
+
+_STAGING = "tds_readings_staging"
+_CREATE_STAGING = f"""
+    CREATE TEMP TABLE IF NOT EXISTS {_STAGING} (
+        time timestamptz NOT NULL, device_id bigint NOT NULL, gateway_id bigint NOT NULL,
+        tenant_id bigint NOT NULL, value double precision NOT NULL
+    ) ON COMMIT DELETE ROWS
+"""
+_COPY = f"COPY {_STAGING} (time, device_id, gateway_id, tenant_id, value) FROM STDIN (FORMAT BINARY)"
+_COPY_TYPES = ("timestamptz", "int8", "int8", "int8", "float8")
+
+# Rows go in (device, time) order: two consumers inserting overlapping redeliveries then wait for each
+# other in the same order instead of deadlocking on the unique index.
+_INSERT_SELECT = f"""
+    INSERT INTO readings (time, device_id, gateway_id, tenant_id, value)
+    SELECT time, device_id, gateway_id, tenant_id, value FROM {_STAGING} ORDER BY device_id, time
+    ON CONFLICT (device_id, time) DO NOTHING
+"""
+# Plain PostgreSQL: only the rows really inserted invalidate their hourly bucket (a redelivery costs the
+# refresher nothing).
+_INSERT_PLAIN = f"""
+    WITH ins AS ({_INSERT_SELECT} RETURNING device_id, time),
+    dirty AS (
+        INSERT INTO readings_dirty (device_id, bucket)
+        SELECT DISTINCT device_id, date_trunc('hour', time, 'UTC') FROM ins
+    )
+    SELECT count(*) FROM ins
+"""
+# Lock the gateways' rows in id order first (an UPDATE … FROM locks in whatever order its join yields).
+_LOCK_GATEWAYS = "SELECT id FROM gateways WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE"
+# Touching only last_seen/online fires no registry notification (migration 0001); rows already current
+# are not rewritten, so redeliveries cost no row versions.
+_UPDATE_GATEWAYS = """
+    UPDATE gateways AS g SET last_seen = greatest(g.last_seen, v.seen), online = true
+    FROM unnest(%s::bigint[], %s::timestamptz[]) AS v(id, seen)
+    WHERE g.id = v.id AND (g.last_seen IS NULL OR g.last_seen < v.seen OR NOT g.online)
+"""
+_INSERT_DEAD_LETTERS = """
+    INSERT INTO dead_letters (received_at, topic, payload, reason, detail, client_id, digest)
+    SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::bytea[], %s::text[], %s::text[], %s::text[],
+                         %s::bytea[])
+    ON CONFLICT (digest) DO NOTHING
+"""
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What one batch did: readings inserted, readings already stored (redelivered), dead letters stored."""
+
+    inserted: int
+    duplicates: int
+    dead_lettered: int
+
+
+class BatchWriter:
+    """Writes batches through one connection. Not thread-safe: one writer per connection and thread."""
+
+    def __init__(self, conn: psycopg.Connection, backend: Backend | None = None) -> None:
+        self._known_days: set[date] = set()
+        self.backend: Backend = backend or self._read_backend(conn)
+        self.rebind(conn)
+
+    @staticmethod
+    def _read_backend(conn: psycopg.Connection) -> Backend:
+        backend = current_backend(conn)
+        if conn.info.transaction_status == pq.TransactionStatus.INTRANS:
+            conn.rollback()  # the lookup opened a transaction on a non-autocommit connection
+        if backend is None:
+            raise RuntimeError("database is not migrated: run `tds db migrate` first")
+        return backend
+
+    def rebind(self, conn: psycopg.Connection) -> None:
+        """Use `conn` from now on (after a reconnect): per-connection state (the staging table) is reset."""
+        self.conn = conn
+        self._staging_ready = False
+
+    def write(
+        self,
+        rows: Sequence[Row],
+        seen_gateways: Mapping[int, datetime] | None = None,
+        dead_letters: Sequence[DeadLetter] = (),
+    ) -> WriteResult:
+        """Store one batch in one transaction and commit; return what was stored.
+
+        rows: (time, device_id, gateway_id, tenant_id, value) with aware times; a (device_id, time) already
+        stored, or repeated within the batch, is kept once (the first stored value wins).
+        seen_gateways: gateway id -> time of its latest message; last_seen only moves forward, online=true.
+        dead_letters: rejected messages; one already stored (same digest) is not stored again.
+        Raises psycopg.Error after rolling back (see the module docstring for what the caller must do).
+        """
+        conn = self.conn
+        if conn.info.transaction_status != pq.TransactionStatus.IDLE:
+            raise RuntimeError(
+                "BatchWriter.write needs an idle connection (no open transaction): it commits the batch itself"
+            )
+        if not rows and not seen_gateways and not dead_letters:
+            return WriteResult(0, 0, 0)
+        if rows and self.backend == "postgres":
+            self._ensure_days(rows)
+        try:
+            with conn.transaction():
+                inserted = self._insert_rows(rows) if rows else 0
+                if seen_gateways:
+                    self._touch_gateways(seen_gateways)
+                stored_dead = self._insert_dead_letters(dead_letters) if dead_letters else 0
+        except Exception:
+            # A partition may have been dropped by retention meanwhile, or the session lost: start afresh.
+            self._known_days.clear()
+            self._staging_ready = False
+            raise
+        if rows:
+            self._staging_ready = True  # the temporary table now exists for this session
+        return WriteResult(inserted, len(rows) - inserted, stored_dead)
+
+    def _ensure_days(self, rows: Sequence[Row]) -> None:
+        # Cheap common case: the batch's time span lies in days already known to exist.
+        times = list(map(itemgetter(0), rows))
+        first, last = utc_day(min(times)), utc_day(max(times))
+        span = (last - first).days
+        if span < 8 and all(first + timedelta(days=i) in self._known_days for i in range(span + 1)):
+            return
+        days = {utc_day(t) for t in times}
+        missing = days - self._known_days
+        if not missing:
+            return
+        if not self._known_days:
+            self._known_days.update(existing_partitions(self.conn))
+            self.conn.commit()  # end the read's implicit transaction (no-op in autocommit mode)
+            missing -= self._known_days
+        if missing:
+            ensure_partitions(self.conn, missing)
+        self._known_days.update(missing)
+
+    def _insert_rows(self, rows: Sequence[Row]) -> int:
+        conn = self.conn
+        if not self._staging_ready:
+            conn.execute(_CREATE_STAGING)
+        with conn.cursor() as cur:
+            with cur.copy(_COPY) as copy:
+                copy.set_types(_COPY_TYPES)
+                write_row = copy.write_row
+                for row in rows:
+                    write_row(row)
+            if self.backend == "postgres":
+                cur.execute(_INSERT_PLAIN)
+                (count,) = cur.fetchone()  # type: ignore[misc]
+                return int(count)
+            cur.execute(_INSERT_SELECT)
+            return cur.rowcount
+
+    def _touch_gateways(self, seen: Mapping[int, datetime]) -> None:
+        ids = sorted(seen)
+        self.conn.execute(_LOCK_GATEWAYS, (ids,))
+        self.conn.execute(_UPDATE_GATEWAYS, (ids, [seen[i] for i in ids]))
+
+    def _insert_dead_letters(self, letters: Iterable[DeadLetter]) -> int:
+        letters = list(letters)
+        cur = self.conn.execute(
+            _INSERT_DEAD_LETTERS,
+            (
+                [d.received_at for d in letters],
+                [d.topic for d in letters],
+                [d.payload for d in letters],
+                [d.reason for d in letters],
+                [d.detail for d in letters],
+                [d.client_id for d in letters],
+                [d.digest for d in letters],
+            ),
+        )
+        return cur.rowcount
