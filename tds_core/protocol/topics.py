@@ -125,6 +125,10 @@ def parse_topic(topic: str) -> TopicInfo:
 
 @lru_cache(maxsize=16384)  # topics repeat per gateway: the hot path hits the cache
 def _parse_topic(topic: str) -> TopicInfo:
+    if "+" in topic or "#" in topic or "\x00" in topic:
+        raise Rejection(
+            Reason.BAD_TOPIC, f"topic {show(topic)}: wildcards ('+', '#') and NUL are not allowed in a topic name"
+        )
     parts = topic.split("/")
     n = len(parts)
     if n in (4, 5) and parts[0] == "tds_new" and parts[1] == "devices":
