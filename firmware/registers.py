@@ -61,8 +61,10 @@ def decode_registers(
         if not math.isfinite(raw):
             raise ValueError(f"float32: non-finite value {raw!r} from registers {list(registers)}")
         raw = float(f"{raw:.7g}")  # float32 carries ~7 significant digits; drop the binary noise
-    value = raw * scale
+    # 12345 * 0.01 == 123.45000000000002 but 12345 / 100 == 123.45: divide when scale is 1/n
+    inverse = 1.0 / scale
+    n = round(inverse)
+    value = raw / n if n > 1 and math.isclose(inverse, n, rel_tol=1e-12) else raw * scale
     if not math.isfinite(value):
         raise ValueError(f"scaled value is not finite: {raw!r} * {scale!r}")
-    # 12345 * 0.01 == 123.45000000000002: round away the representation noise, keep real precision
-    return round(value, 10)
+    return float(value)
