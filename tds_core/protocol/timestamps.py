@@ -57,6 +57,10 @@ def _check_aware(timestamp: datetime) -> timedelta:
     offset = timestamp.utcoffset()
     if offset is None:
         raise ValueError(f"timestamp: {timestamp.isoformat()} is naive; give it a time zone (e.g. UTC)")
+    try:
+        timestamp.astimezone(UTC)  # the decoder converts to UTC: year 1 at +01:00 would not survive
+    except OverflowError:
+        raise ValueError(f"timestamp: {timestamp.isoformat()} is outside the range of UTC datetimes") from None
     return offset
 
 
