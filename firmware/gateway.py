@@ -106,7 +106,7 @@ class Firmware:
         self._reboot_reason = None
         self._reboot_event.clear()
         self._counters.boots += 1
-        await self._boot()
+        await self.boot()
         log.info(
             "event=boot mac=%s format=%s meters=%d poll_interval_s=%g queue_depth=%d",
             self.config.mac, self.config.payload_format, len(self.config.meters),
@@ -127,7 +127,8 @@ class Firmware:
         return reason
 
     # --------------------------------------------------------------------------------------- boot
-    async def _boot(self) -> None:
+    async def boot(self) -> None:
+        """Load the config overlay and the queue from flash (done by ``run_once``; public for tests)."""
         self.config = self.file_config
         self._overlay = {}
         blob = await self.hw.flash.read(CONFIG_OVERLAY)

@@ -187,12 +187,26 @@ def write_config(path: Path, **overrides: Any) -> Path:
         "reconnect": {"initial_s": 1, "max_s": 8},
         "storage_dir": str(path.parent / "flash"),
         "meters": [
-            {"code": "D01", "slave_id": 1, "register": 0, "data_type": "uint16", "scale": 0.01, "unit": "kWh",
+            {"code": "D01", "slave_id": 1, "register": 0, "data_type": "uint32", "scale": 0.01, "unit": "kWh",
              "kind": "energy"},
-            {"code": "D02", "slave_id": 2, "register": 0, "data_type": "uint16", "scale": 0.01, "unit": "kWh",
+            {"code": "D02", "slave_id": 2, "register": 0, "data_type": "uint32", "scale": 0.01, "unit": "kWh",
              "kind": "energy"},
         ],
     }
     doc.update(overrides)
     path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
     return path
+
+
+def energy_bank_meters(bank: Any, count: int, *, data_type: str = "uint32", word_order: str = "big") -> list[dict]:
+    """Add ``count`` simulated energy meters D01.. (slaves 1..count) to a simulators bank; return the
+    matching ``meters`` config entries (uint32 x 0.01 by default: real counters overflow uint16)."""
+    from simulators import EnergyMeter
+
+    out = []
+    for i in range(1, count + 1):
+        code = f"D{i:02d}"
+        bank.add_meter(i, EnergyMeter(code, i, base_kw=0.5), data_type=data_type, scale=0.01, word_order=word_order)
+        out.append({"code": code, "slave_id": i, "register": 0, "data_type": data_type, "word_order": word_order,
+                    "scale": 0.01, "unit": "kWh", "kind": "energy"})
+    return out
