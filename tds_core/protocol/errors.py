@@ -73,13 +73,15 @@ def show(value: object) -> str:
         elif isinstance(value, bool):
             text = "true" if value else "false"
         elif isinstance(value, (int, float)):
-            text = repr(value) if not isinstance(value, int) or value.bit_length() < 200 else "<huge integer>"
+            text = repr(value)  # ints past Python's 4300-digit str limit raise ValueError: handled below
+            if len(text) > MAX_SHOWN_CHARS:
+                text = f"{text[:MAX_SHOWN_CHARS]}… ({len(text)} digits)"
         else:
             text = json.dumps(value, ensure_ascii=False, default=repr)
             if len(text) > MAX_SHOWN_CHARS:
                 text = text[:MAX_SHOWN_CHARS] + "…"
     except (RecursionError, ValueError, TypeError):
-        text = "<deeply nested>" if isinstance(value, (list, dict)) else "<unprintable>"
+        text = "<deeply nested>" if isinstance(value, (list, dict)) else "<too large to print>"
     return f"{_safe_text(text)} ({kind})"
 
 
