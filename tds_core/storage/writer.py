@@ -123,6 +123,8 @@ class BatchWriter:
         Raises psycopg.Error after rolling back (see the module docstring for what the caller must do).
         """
         conn = self.conn
+        if conn.closed:
+            raise psycopg.OperationalError("BatchWriter: the connection is closed; reconnect and call rebind()")
         if conn.info.transaction_status != pq.TransactionStatus.IDLE:
             raise RuntimeError(
                 "BatchWriter.write needs an idle connection (no open transaction): it commits the batch itself"

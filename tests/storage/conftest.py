@@ -101,3 +101,36 @@ def seed_registry(conn: psycopg.Connection) -> Registry:
             "B-E1": conn.execute(dev_sql, (gb, "E1", 1, "kWh", "energy")).fetchone()[0],
         }
     return Registry(ta, tb, ga, gb, devices)
+
+
+@dataclass
+class Store:
+    """A migrated database of one backend with the seeded registry, and an open connection to it."""
+
+    backend: str
+    dsn: str
+    conn: psycopg.Connection
+    reg: Registry
+
+
+@pytest.fixture()
+def store(backend_dsn: tuple[str, str]) -> Iterator[Store]:
+    """A Store for each backend (the TimescaleDB one skips when no TimescaleDB is reachable)."""
+    backend, dsn = backend_dsn
+    with psycopg.connect(dsn) as conn:
+        yield Store(backend, dsn, conn, seed_registry(conn))
+
+
+@pytest.fixture()
+def plain_store(db_dsn: str) -> Iterator[Store]:
+    """A Store on plain PostgreSQL only (partition-specific behaviour)."""
+    with psycopg.connect(db_dsn) as conn:
+        yield Store("postgres", db_dsn, conn, seed_registry(conn))
+
+
+def count(conn: psycopg.Connection, query: str, *params: object) -> int:
+    """First column of the first row of `query`, ending the implicit transaction it opened."""
+    row = conn.execute(query, params or None).fetchone()  # type: ignore[arg-type]
+    conn.commit()
+    assert row is not None
+    return int(row[0])

@@ -1,0 +1,89 @@
+"""Periodic storage upkeep: partitions ahead, rollup refresh, retention. `tds db maintain` runs maintain()."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+import psycopg
+
+from tds_core.storage.capabilities import Backend
+from tds_core.storage.config import get_settings
+from tds_core.storage.migrate import current_backend
+from tds_core.storage.partitions import create_partitions_ahead, drop_partitions_before
+from tds_core.storage.rollups import RefreshResult, refresh_rollups
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MaintenanceReport", "apply_retention", "create_partitions_ahead", "maintain", "refresh_rollups"]
+
+# Continuous-aggregate refresh windows (TimescaleDB): these defaults, shortened to fit inside retention.
+_HOURLY_WINDOW = timedelta(days=7)
+_MONTHLY_WINDOW = timedelta(days=92)  # ≈ the seed's '3 months'
+_MONTHLY_MIN_WINDOW = timedelta(days=62)  # TimescaleDB wants at least two monthly buckets
+
+
+@dataclass(frozen=True)
+class MaintenanceReport:
+    """What one maintenance run did."""
+
+    backend: Backend
+    partitions_created: list[date] = field(default_factory=list)
+    refresh: RefreshResult | None = None
+    dropped: list[str] = field(default_factory=list)
+
+
+def apply_retention(conn: psycopg.Connection, backend: Backend, keep: timedelta) -> list[str]:
+    """Drop raw readings older than `keep` now; return what was dropped (partition or chunk names).
+
+    Plain PostgreSQL: whole daily partitions entirely older than now - keep. TimescaleDB: the retention
+    policy is set to `keep` (and the aggregates' refresh windows shortened to stay inside it), and chunks
+    older than `keep` are dropped at once. Rollups / aggregates keep the buckets of dropped raw rows.
+    """
+    if keep <= timedelta(0):
+        raise ValueError(f"retention: expected a positive duration, got {keep}")
+    if backend == "postgres":
+        return drop_partitions_before(conn, datetime.now(UTC) - keep)
+    margin = timedelta(days=1)
+    monthly = min(_MONTHLY_WINDOW, keep - margin)
+    if monthly < _MONTHLY_MIN_WINDOW:
+        raise ValueError(
+            f"retention: TimescaleDB's monthly aggregate needs a two-month refresh window inside the retention "
+            f"period; expected at least {(_MONTHLY_MIN_WINDOW + margin).days}d, got {keep}"
+        )
+    hourly = min(_HOURLY_WINDOW, keep - margin)
+    with conn.transaction():
+        conn.execute("SELECT remove_retention_policy('readings', if_exists => true)")
+        conn.execute("SELECT add_retention_policy('readings', drop_after => %s)", (keep,))
+        for view, window, schedule in (
+            ("readings_hourly", hourly, timedelta(minutes=30)),
+            ("readings_monthly", monthly, timedelta(hours=1)),
+        ):
+            conn.execute("SELECT remove_continuous_aggregate_policy(%s, if_exists => true)", (view,))
+            conn.execute(
+                "SELECT add_continuous_aggregate_policy(%s, start_offset => %s, end_offset => %s,"
+                " schedule_interval => %s)",
+                (view, window, timedelta(hours=1), schedule),
+            )
+        rows = conn.execute("SELECT drop_chunks('readings', older_than => %s)", (keep,)).fetchall()
+    dropped = [r[0] for r in rows]
+    if dropped:
+        log.info("retention dropped %d chunks", len(dropped))
+    return dropped
+
+
+def maintain(conn: psycopg.Connection, now: datetime | None = None) -> MaintenanceReport:
+    """Create partitions ahead (plain), refresh rollups, apply the stored retention. Commits as it goes."""
+    backend = current_backend(conn)
+    if backend is None:
+        raise RuntimeError("database is not migrated: run `tds db migrate` first")
+    settings = get_settings(conn)
+    conn.commit()
+    created: list[date] = []
+    if backend == "postgres":
+        today = (now or datetime.now(UTC)).astimezone(UTC).date()
+        created = create_partitions_ahead(conn, settings.partitions_ahead, today=today)
+    refresh = refresh_rollups(conn, backend)
+    dropped = apply_retention(conn, backend, settings.retention)
+    return MaintenanceReport(backend, created, refresh, dropped)

@@ -1,0 +1,142 @@
+"""Keeping `readings_hourly` and `readings_monthly` current on either backend.
+
+TimescaleDB: `refresh_continuous_aggregate` over a window inside the retention period (refreshing over
+dropped chunks would erase the aggregated buckets). Plain PostgreSQL: the writer logs the (device, hour)
+buckets it inserted into; the refresher consumes that log and re-aggregates only those buckets from the
+raw rows (hour), then the touched days from hours and the touched months from days. Every level is
+recomputed from the level below, never incremented, so redelivered and late rows leave it exact.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from tds_core.storage.capabilities import Backend
+from tds_core.storage.config import get_settings
+
+log = logging.getLogger(__name__)
+
+_REFRESH_LOCK = 0x7D5_0003  # one plain-backend refresher at a time
+
+_TAKE_DIRTY = """
+    WITH taken AS (
+        DELETE FROM readings_dirty WHERE bucket >= %(start)s AND bucket < %(end)s RETURNING device_id, bucket
+    )
+    INSERT INTO tds_dirty_hours SELECT DISTINCT device_id, bucket FROM taken
+"""
+# Buckets whose raw rows retention may already have dropped are never recomputed (that would erase
+# them); their log entries are just discarded.
+_DISCARD_OLD = "DELETE FROM readings_dirty WHERE bucket < %(start)s"
+
+_HOURLY = """
+    DELETE FROM readings_hourly h USING tds_dirty_hours d WHERE h.device_id = d.device_id AND h.bucket = d.bucket;
+    INSERT INTO readings_hourly
+    SELECT d.bucket, r.tenant_id, r.gateway_id, r.device_id,
+           sum(r.value), avg(r.value), min(r.value), max(r.value), count(*)
+    FROM tds_dirty_hours d
+    JOIN readings r ON r.device_id = d.device_id AND r.time >= d.bucket AND r.time < d.bucket + interval '1 hour'
+    GROUP BY d.bucket, r.tenant_id, r.gateway_id, r.device_id;
+"""
+_DAILY = """
+    CREATE TEMP TABLE tds_dirty_days ON COMMIT DROP AS
+        SELECT DISTINCT device_id, (bucket AT TIME ZONE 'UTC')::date AS day FROM tds_dirty_hours;
+    DELETE FROM readings_daily y USING tds_dirty_days d WHERE y.device_id = d.device_id AND y.bucket = d.day;
+    INSERT INTO readings_daily
+    SELECT d.day, h.tenant_id, h.gateway_id, h.device_id,
+           sum(h.sum_value), min(h.min_value), max(h.max_value), sum(h.reading_count)
+    FROM tds_dirty_days d
+    JOIN readings_hourly h ON h.device_id = d.device_id
+         AND h.bucket >= d.day::timestamp AT TIME ZONE 'UTC'
+         AND h.bucket < (d.day + 1)::timestamp AT TIME ZONE 'UTC'
+    GROUP BY d.day, h.tenant_id, h.gateway_id, h.device_id;
+"""
+_MONTHLY = """
+    CREATE TEMP TABLE tds_dirty_months ON COMMIT DROP AS
+        SELECT DISTINCT device_id, date_trunc('month', day)::date AS month FROM tds_dirty_days;
+    DELETE FROM readings_monthly m USING tds_dirty_months d
+        WHERE m.device_id = d.device_id AND m.bucket = d.month::timestamp AT TIME ZONE 'UTC';
+    INSERT INTO readings_monthly
+    SELECT d.month::timestamp AT TIME ZONE 'UTC', y.tenant_id, y.gateway_id, y.device_id,
+           sum(y.sum_value), sum(y.sum_value) / sum(y.reading_count), min(y.min_value), max(y.max_value),
+           sum(y.reading_count), count(*)
+    FROM tds_dirty_months d
+    JOIN readings_daily y ON y.device_id = d.device_id
+         AND y.bucket >= d.month AND y.bucket < (d.month + interval '1 month')::date
+    GROUP BY d.month, y.tenant_id, y.gateway_id, y.device_id;
+"""
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    """What a refresh covered: the window and (plain backend) how many dirty hour buckets it recomputed."""
+
+    start: datetime
+    end: datetime | None
+    hours: int
+
+
+def retained_since(keep: timedelta, now: datetime | None = None) -> datetime:
+    """Start (UTC midnight) of the oldest day whose raw rows retention keeps: the safe refresh start."""
+    moment = (now or datetime.now(UTC)) - keep
+    return datetime(moment.year, moment.month, moment.day, tzinfo=UTC) + timedelta(days=1)
+
+
+def refresh_rollups(
+    conn: psycopg.Connection, backend: Backend, start: datetime | None = None, end: datetime | None = None
+) -> RefreshResult:
+    """Bring the hourly and monthly rollups up to date for [start, end) (default: the retained period).
+
+    The connection must be idle; the refresh commits on its own.
+    """
+    if start is None:
+        start = retained_since(get_settings(conn).retention)
+        conn.commit()
+    if backend == "timescale":
+        return _refresh_timescale(conn, start, end)
+    return _refresh_plain(conn, start, end)
+
+
+def _refresh_plain(conn: psycopg.Connection, start: datetime, end: datetime | None) -> RefreshResult:
+    upper = end or datetime.max.replace(tzinfo=UTC)
+    params = {"start": start, "end": upper}
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_REFRESH_LOCK,))
+        discarded = conn.execute(_DISCARD_OLD, params).rowcount
+        if discarded:
+            log.warning(
+                "discarded %d rollup invalidations older than the retained period (%s)", discarded, start
+            )
+        conn.execute(
+            "CREATE TEMP TABLE tds_dirty_hours (device_id bigint, bucket timestamptz) ON COMMIT DROP"
+        )
+        hours = conn.execute(_TAKE_DIRTY, params).rowcount
+        if hours:
+            # A fresh temporary table has no statistics: give the planner some for the joins below.
+            conn.execute("ANALYZE tds_dirty_hours")
+            conn.execute(_HOURLY)
+            conn.execute(_DAILY)
+            conn.execute(_MONTHLY)
+    log.debug("refreshed %d hourly rollup buckets", hours)
+    return RefreshResult(start, end, hours)
+
+
+def _refresh_timescale(conn: psycopg.Connection, start: datetime, end: datetime | None) -> RefreshResult:
+    # A monthly bucket is only materialised when the window covers it entirely: start at the first month
+    # boundary inside the window, so the month that straddles the retention edge keeps its old figures.
+    month_start = datetime(start.year, start.month, 1, tzinfo=UTC)
+    if month_start < start:
+        month_start = datetime(start.year + start.month // 12, start.month % 12 + 1, 1, tzinfo=UTC)
+    autocommit = conn.autocommit
+    conn.autocommit = True  # refresh_continuous_aggregate refuses to run inside a transaction block
+    try:
+        call = "CALL refresh_continuous_aggregate(%s, %s::timestamptz, %s::timestamptz)"
+        conn.execute(call, ("readings_hourly", start, end))
+        if end is None or month_start < end:
+            conn.execute(call, ("readings_monthly", month_start, end))
+    finally:
+        conn.autocommit = autocommit
+    return RefreshResult(start, end, 0)

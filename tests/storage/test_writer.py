@@ -1,0 +1,132 @@
+"""The batch writer on a real database: idempotent under redelivery, all-or-nothing per batch."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from conftest import Store, count
+
+from tds_core.storage.deadletter import DeadLetter
+from tds_core.storage.partitions import create_partitions_ahead, existing_partitions
+from tds_core.storage.writer import BatchWriter, WriteResult
+
+T0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=3)
+
+
+def rows_for(store: Store, device: str, n: int, start: datetime = T0, step: timedelta = timedelta(minutes=5)):
+    reg = store.reg
+    tenant, gateway = (reg.tenant_a, reg.gw_a) if device.startswith("A") else (reg.tenant_b, reg.gw_b)
+    return [(start + i * step, reg.devices[device], gateway, tenant, float(i)) for i in range(n)]
+
+
+def test_redelivery_never_duplicates(store: Store) -> None:
+    writer = BatchWriter(store.conn)
+    assert writer.backend == store.backend
+    batch = rows_for(store, "A-E1", 50) + rows_for(store, "B-E1", 50)
+    assert writer.write(batch) == WriteResult(inserted=100, duplicates=0, dead_lettered=0)
+    assert writer.write(batch) == WriteResult(inserted=0, duplicates=100, dead_lettered=0)
+    overlapping = rows_for(store, "A-E1", 80)  # 50 already stored, 30 new
+    assert writer.write(overlapping) == WriteResult(inserted=30, duplicates=50, dead_lettered=0)
+    assert count(store.conn, "SELECT count(*) FROM readings") == 130
+
+
+def test_duplicate_inside_one_batch_is_kept_once_first_value_wins(store: Store) -> None:
+    writer = BatchWriter(store.conn)
+    row = rows_for(store, "A-E1", 1)[0]
+    changed = (*row[:4], 99.0)
+    assert writer.write([row, changed]) == WriteResult(1, 1, 0)
+    assert count(store.conn, "SELECT value FROM readings") == 0  # the first one (value 0.0)
+
+
+def test_gateway_liveness_moves_forward_only(store: Store) -> None:
+    writer = BatchWriter(store.conn)
+    gw = store.reg.gw_a
+    writer.write(rows_for(store, "A-E1", 1), {gw: T0})
+    row = store.conn.execute("SELECT last_seen, online FROM gateways WHERE id = %s", (gw,)).fetchone()
+    store.conn.commit()
+    assert row == (T0, True)
+    writer.write([], {gw: T0 - timedelta(hours=1)})  # an older redelivery does not move it back
+    later = T0 + timedelta(minutes=1)
+    writer.write([], {gw: later, store.reg.gw_b: later})
+    rows = store.conn.execute("SELECT id, last_seen, online FROM gateways ORDER BY id").fetchall()
+    store.conn.commit()
+    assert rows == [(store.reg.gw_a, later, True), (store.reg.gw_b, later, True)]
+
+
+def test_failed_batch_rolls_back_rows_liveness_and_dead_letters_together(store: Store) -> None:
+    writer = BatchWriter(store.conn)
+    gw = store.reg.gw_a
+    good = DeadLetter("t/1", b"{}", "invalid_json", "payload: expected an object")
+    broken = DeadLetter("t/2", b"x", "invalid_json", None)  # type: ignore[arg-type]  # detail NOT NULL
+    with pytest.raises(psycopg.errors.NotNullViolation):
+        writer.write(rows_for(store, "A-E1", 10), {gw: T0}, [good, broken])
+    assert count(store.conn, "SELECT count(*) FROM readings") == 0
+    assert count(store.conn, "SELECT count(*) FROM dead_letters") == 0
+    assert count(store.conn, "SELECT count(*) FROM gateways WHERE last_seen IS NOT NULL OR online") == 0
+    # The caller retries the same batch (fixed) with the same writer: everything lands once.
+    assert writer.write(rows_for(store, "A-E1", 10), {gw: T0}, [good]) == WriteResult(10, 0, 1)
+    assert count(store.conn, "SELECT count(*) FROM gateways WHERE online AND last_seen = %s", T0) == 1
+
+
+def test_dead_letters_are_deduplicated_by_digest(store: Store) -> None:
+    writer = BatchWriter(store.conn)
+    letter = DeadLetter("tds_new/devices/aa:bb:cc:dd:ee:01/telemetry", b"\x00garbage", "invalid_json", "x")
+    assert writer.write([], dead_letters=[letter, letter]).dead_lettered == 1
+    assert writer.write([], dead_letters=[letter]).dead_lettered == 0
+    other_reason = DeadLetter(letter.topic, letter.payload, "unknown_gateway", "x")
+    assert writer.write([], dead_letters=[other_reason]).dead_lettered == 1
+    stored = store.conn.execute("SELECT topic, payload, reason, digest FROM dead_letters ORDER BY id").fetchall()
+    store.conn.commit()
+    assert stored[0] == (letter.topic, letter.payload, "invalid_json", letter.digest)
+    assert len(stored) == 2
+
+
+def test_writer_is_reusable_after_reconnect(store: Store) -> None:
+    writer = BatchWriter(store.conn)
+    writer.write(rows_for(store, "A-E1", 5))
+    store.conn.close()
+    with pytest.raises(psycopg.OperationalError):
+        writer.write(rows_for(store, "A-E1", 10))
+    with psycopg.connect(store.dsn) as conn:
+        writer.rebind(conn)
+        assert writer.write(rows_for(store, "A-E1", 10)) == WriteResult(5, 5, 0)
+
+
+def test_refuses_a_connection_inside_a_transaction(store: Store) -> None:
+    writer = BatchWriter(store.conn)
+    store.conn.execute("SELECT 1")  # opens an implicit transaction
+    with pytest.raises(RuntimeError, match="idle connection"):
+        writer.write(rows_for(store, "A-E1", 1))
+    store.conn.rollback()
+
+
+def test_naive_time_is_rejected(store: Store) -> None:
+    writer = BatchWriter(store.conn)
+    reg = store.reg
+    naive = (datetime(2026, 2, 18, 14, 30), reg.devices["A-E1"], reg.gw_a, reg.tenant_a, 1.0)
+    with pytest.raises((ValueError, psycopg.DataError), match="naive|timezone"):
+        writer.write([naive])
+
+
+def test_partitions_are_created_on_demand_and_ahead(plain_store: Store) -> None:
+    conn = plain_store.conn
+    writer = BatchWriter(conn)
+    start = datetime(2026, 1, 30, 23, 0, tzinfo=UTC)
+    writer.write(rows_for(plain_store, "A-E1", 30, start=start, step=timedelta(hours=1)))  # 30 Jan .. 1 Feb
+    days = existing_partitions(conn)
+    conn.commit()
+    assert {d.isoformat() for d in days} >= {"2026-01-30", "2026-01-31", "2026-02-01"}
+    assert count(conn, "SELECT count(*) FROM readings_p20260131") == 24
+    # A partition dropped behind the writer's back (retention): the retry re-creates it.
+    conn.execute("DROP TABLE readings_p20260131")
+    conn.commit()
+    late = rows_for(plain_store, "A-E1", 2, start=datetime(2026, 1, 31, 5, tzinfo=UTC))
+    with pytest.raises(psycopg.errors.CheckViolation):
+        writer.write(late)
+    assert writer.write(late).inserted == 2
+    today = datetime.now(UTC).date()
+    created = create_partitions_ahead(conn, 3, today=today)
+    assert [d - today for d in created] == [timedelta(days=i) for i in range(4)]
+    assert create_partitions_ahead(conn, 3, today=today) == []
