@@ -106,7 +106,7 @@ def test_naive_time_is_rejected(store: Store) -> None:
     writer = BatchWriter(store.conn)
     reg = store.reg
     naive = (datetime(2026, 2, 18, 14, 30), reg.devices["A-E1"], reg.gw_a, reg.tenant_a, 1.0)
-    with pytest.raises((ValueError, psycopg.DataError), match="naive|timezone"):
+    with pytest.raises((ValueError, psycopg.DataError), match=r"naive|timezone"):
         writer.write([naive])
 
 
