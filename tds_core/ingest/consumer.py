@@ -1,0 +1,398 @@
+"""The MQTT consumer: receive, batch, write, then acknowledge.
+
+Two threads. paho's network thread only appends received messages to a queue (manual ack is on, so paho
+sends no PUBACK by itself). The writer thread takes batches (up to `batch_max_messages`, waiting at most
+`batch_max_wait` after the first), turns each message into rows or a dead letter, commits them in one
+transaction, and only then queues the PUBACKs. If the database is down the writer retries with backoff and
+acknowledges nothing, so the broker stops sending once `receive_maximum` messages are in flight: the
+consumer stops taking messages rather than dropping them. A message whose rows were committed but whose
+PUBACK was lost (crash) comes back from the broker and is skipped by the (device, time) unique key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from tds_core.ingest import metrics
+from tds_core.ingest.config import BrokerAddress, IngestConfig
+from tds_core.ingest.pipeline import Accepted, InboundMessage, dead_letter, process_message
+from tds_core.protocol import STATUS_OFFLINE, STATUS_ONLINE, Reason, Rejection, parse_topic
+from tds_core.registry.cache import RegistryCache
+from tds_core.storage.deadletter import DeadLetter
+from tds_core.storage.liveness import mark_silent_gateways_offline, set_gateway_online
+from tds_core.storage.migrate import current_backend
+from tds_core.storage.writer import BatchWriter, WriteResult
+
+log = logging.getLogger(__name__)
+
+# A write that fails for a reason other than the connection (a constraint the decoder did not foresee) must
+# not block the stream: the batch is retried message by message and the culprit dead-lettered with this code.
+STORAGE_REJECTED = "storage_rejected"
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """What one committed batch held; passed to the `on_commit` hook (benchmarks, scenario accounting)."""
+
+    messages: list[InboundMessage]
+    result: WriteResult
+    committed_mono: float
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+class Consumer:
+    """The ingest consumer. `start()` then `stop()`; or `run()` to block until `stop()` from elsewhere."""
+
+    def __init__(self, config: IngestConfig, *, on_commit: Callable[[CommitInfo], None] | None = None) -> None:
+        self.config = config
+        self._on_commit = on_commit
+        self._queue: deque[InboundMessage] = deque()
+        self._cond = threading.Condition()
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._stop_requested = threading.Event()
+        self._batch_in_hand = 0
+        self._give_up_at: float | None = None  # while stopping: stop retrying the database after this
+        self._cache = RegistryCache(config.database_url)
+        self._conn: psycopg.Connection | None = None
+        self._writer: BatchWriter | None = None
+        self._backend: str | None = None
+        self._client = self._make_client()
+        self._thread = threading.Thread(target=self._writer_loop, name="tds-ingest-writer", daemon=True)
+        self.connected = threading.Event()
+        self.subscribed = threading.Event()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Load the registry, open the database, connect to the broker and start consuming."""
+        if self.config.metrics_port is not None:
+            from prometheus_client import start_http_server
+
+            start_http_server(self.config.metrics_port, addr=self.config.metrics_host)
+        self._cache.start()
+        self._connect_db()
+        address = BrokerAddress.parse(self.config.broker_url)
+        self._thread.start()
+        if self.config.mqtt_version == 5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 0xFFFFFFFF  # the session (and queued messages) outlives restarts
+            props.ReceiveMaximum = self.config.receive_maximum
+            self._client.connect_async(
+                address.host, address.port, self.config.keepalive, clean_start=False, properties=props
+            )
+        else:
+            self._client.connect_async(address.host, address.port, self.config.keepalive)
+        self._client.loop_start()
+        log.info(
+            "consumer started",
+            extra={"broker": self.config.broker_url, "client_id": self.config.client_id, "backend": self._backend},
+        )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking messages, commit and acknowledge what was received, disconnect.
+
+        If the database stays unreachable for `timeout` seconds, give up without acknowledging: the broker
+        keeps those messages for the next run.
+        """
+        if self._stopping.is_set():
+            self._stopped.wait(timeout)
+            return
+        self._give_up_at = time.monotonic() + timeout
+        # From here on, new messages are left unacknowledged (the broker redelivers them to the next run)
+        # and the writer drains what was already received. Unsubscribing would end the session's interest.
+        self._stopping.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout + 5)
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._cache.stop()
+        if self._conn is not None:
+            self._conn.close()
+        self._stopped.set()
+        log.info("consumer stopped")
+
+    def request_stop(self) -> None:
+        """Ask `run()` to stop (safe from a signal handler: it only sets a flag)."""
+        self._stop_requested.set()
+
+    def run(self, stop_timeout: float = 10.0) -> None:
+        """Start, block until `request_stop()`, then stop gracefully."""
+        self.start()
+        try:
+            while not self._stop_requested.wait(0.5):
+                pass
+        finally:
+            self.stop(stop_timeout)
+
+    @property
+    def queue_depth(self) -> int:
+        """Messages received and not yet acknowledged (queued, plus the batch being written)."""
+        return len(self._queue) + self._batch_in_hand
+
+    # ---------------------------------------------------------------- MQTT side (paho's thread)
+
+    def _make_client(self) -> mqtt.Client:
+        cfg = self.config
+        protocol = mqtt.MQTTv5 if cfg.mqtt_version == 5 else mqtt.MQTTv311
+        kwargs: dict = {"callback_api_version": CallbackAPIVersion.VERSION2, "client_id": cfg.client_id,
+                        "protocol": protocol, "manual_ack": True}
+        if protocol == mqtt.MQTTv311:
+            kwargs["clean_session"] = False  # persistent session: QoS 1 messages wait for us while we are away
+        client = mqtt.Client(**kwargs)
+        client.max_queued_messages_set(0)
+        client.reconnect_delay_set(min_delay=0.2, max_delay=10)
+        if cfg.tls is not None:
+            client.tls_set(ca_certs=cfg.tls.ca, certfile=cfg.tls.cert, keyfile=cfg.tls.key,
+                           cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        return client
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, props: object) -> None:
+        if getattr(reason, "is_failure", False):
+            log.error("broker refused the connection: %s", reason)
+            return
+        metrics.BROKER_CONNECTED.set(1)
+        self.connected.set()
+        log.info("connected to broker, session_present=%s", getattr(flags, "session_present", None))
+        client.subscribe([(topic, 1) for topic in self.config.subscriptions()])
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, reasons: list, props: object) -> None:
+        failed = [r for r in reasons if getattr(r, "is_failure", False)]
+        if failed:
+            log.error("broker refused subscriptions: %s", failed)
+            return
+        self.subscribed.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason: object,
+                       props: object) -> None:
+        metrics.BROKER_CONNECTED.set(0)
+        self.connected.clear()
+        self.subscribed.clear()
+        if not self._stopping.is_set():
+            log.warning("disconnected from broker (%s); paho reconnects", reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if self._stopping.is_set():
+            return  # not acknowledged: the broker keeps it in our session for the next run
+        message = InboundMessage(msg.topic, msg.payload, msg.mid, msg.qos, datetime.now(UTC), time.monotonic())
+        with self._cond:
+            self._queue.append(message)
+            if len(self._queue) == 1 or len(self._queue) >= self.config.batch_max_messages:
+                self._cond.notify()
+
+    # ---------------------------------------------------------------- writer side (own thread)
+
+    def _take_batch(self) -> list[InboundMessage]:
+        """Wait for a first message, then up to `batch_max_wait` for the batch to fill."""
+        cfg = self.config
+        with self._cond:
+            if not self._queue:
+                self._cond.wait(timeout=0.5)
+            if not self._queue:
+                return []
+            deadline = self._queue[0].received_mono + cfg.batch_max_wait
+            while len(self._queue) < cfg.batch_max_messages and not self._stopping.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(timeout=remaining)
+            count = min(len(self._queue), cfg.batch_max_messages)
+            self._batch_in_hand = count
+            return [self._queue.popleft() for _ in range(count)]
+
+    def _writer_loop(self) -> None:
+        next_liveness = time.monotonic() + self.config.liveness_interval
+        next_maintenance = time.monotonic() + self.config.maintenance_interval
+        while True:
+            batch = self._take_batch()
+            metrics.QUEUE_DEPTH.set(self.queue_depth)
+            if batch and not self._handle_batch(batch):
+                # Gave up while stopping with the database down: put the batch back so nothing is acked.
+                return
+            now = time.monotonic()
+            if now >= next_liveness:
+                self._periodic(self._sweep_silent_gateways)
+                next_liveness = now + self.config.liveness_interval
+            if now >= next_maintenance:
+                self._periodic(self._maintain)
+                next_maintenance = now + self.config.maintenance_interval
+            if self._stopping.is_set() and not self._queue:
+                return
+
+    def _handle_batch(self, batch: list[InboundMessage]) -> bool:
+        snapshot = self._cache.snapshot
+        limits = self.config.limits
+        rows: list = []
+        seen: dict[int, datetime] = {}
+        letters: list[DeadLetter] = []
+        status_after: dict[str, bool] = {}  # mac -> online, applied after the rows (last event wins)
+        stored_messages = 0
+        for message in batch:
+            if message.topic.endswith("/status"):
+                metrics.MESSAGES_IN.labels("status").inc()
+                outcome = self._status_update(message, snapshot)
+                if isinstance(outcome, DeadLetter):
+                    letters.append(outcome)
+                else:
+                    status_after[outcome[0]] = outcome[1]
+                continue
+            metrics.MESSAGES_IN.labels("telemetry").inc()
+            result = process_message(message, snapshot, limits=limits)
+            if isinstance(result, Accepted):
+                rows.extend(result.rows)
+                gateway_id = result.gateway.id
+                if gateway_id not in seen or seen[gateway_id] < message.received_at:
+                    seen[gateway_id] = message.received_at
+                status_after.pop(result.gateway.mac, None)
+                stored_messages += 1
+            else:
+                letters.append(result)
+        written = self._write_with_retry(batch, rows, seen, letters, status_after)
+        if written is None:
+            return False
+        result, letters = written
+        for message in batch:
+            if message.qos:
+                self._client.ack(message.mid, message.qos)
+        self._batch_in_hand = 0
+        done = time.monotonic()
+        for message in batch:
+            metrics.ACK_LATENCY.observe(done - message.received_mono)
+        metrics.BATCH_SIZE.observe(len(batch))
+        metrics.MESSAGES_STORED.inc(stored_messages)
+        metrics.READINGS_STORED.inc(result.inserted)
+        metrics.READINGS_DUPLICATE.inc(result.duplicates)
+        for letter in letters:
+            metrics.MESSAGES_REJECTED.labels(letter.reason).inc()
+            log.warning("dead-lettered %s: %s: %s", letter.topic, letter.reason, letter.detail)
+        if self._on_commit is not None:
+            self._on_commit(CommitInfo(batch, result, done, letters))
+        return True
+
+    def _status_update(self, message: InboundMessage, snapshot) -> tuple[str, bool] | DeadLetter:
+        """A gateway's status message (its LWT or its own announcement) -> (mac, online)."""
+        try:
+            info = parse_topic(message.topic)
+            gateway = snapshot.by_mac.get(info.mac or "")
+            if gateway is None:
+                raise Rejection(Reason.UNKNOWN_GATEWAY, f"status topic: {info.mac!r} is not in the registry")
+            if gateway.revoked:
+                raise Rejection(Reason.GATEWAY_REVOKED, f"gateway {gateway.code} ({gateway.mac}) is revoked")
+            text = message.payload.decode("utf-8", "replace").strip()
+            if text not in (STATUS_ONLINE, STATUS_OFFLINE):
+                raise Rejection(
+                    Reason.WRONG_TYPE,
+                    f"status: expected {STATUS_ONLINE!r} or {STATUS_OFFLINE!r}, got {text[:60]!r}",
+                )
+            return gateway.mac, text == STATUS_ONLINE
+        except Rejection as rejection:
+            return dead_letter(message, rejection.reason, rejection.detail)
+
+    def _write_with_retry(self, batch, rows, seen, letters, status_after):
+        """Commit the batch; retry on connection failures until it works (or we give up while stopping).
+
+        Returns (result, dead letters actually written) or None when giving up.
+        """
+        delay = self.config.db_retry_initial
+        while True:
+            try:
+                conn, writer = self._connect_db()
+                started = time.monotonic()
+                try:
+                    result = writer.write(rows, seen, letters)
+                except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
+                    log.error("batch refused by the database (%s); writing message by message", exc)
+                    result, letters = self._write_one_by_one(batch, writer)
+                metrics.COMMIT_SECONDS.observe(time.monotonic() - started)
+                for mac, online in status_after.items():
+                    set_gateway_online(conn, mac, online)
+                    if not online:
+                        metrics.GATEWAYS_MARKED_OFFLINE.labels("lwt").inc()
+                metrics.DB_UP.set(1)
+                return result, letters
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                metrics.DB_UP.set(0)
+                metrics.DB_ERRORS.inc()
+                self._drop_db()
+                if self._give_up_at is not None and time.monotonic() >= self._give_up_at:
+                    log.error("database still unreachable while stopping; %d messages left unacknowledged "
+                              "(the broker redelivers them)", len(batch) + len(self._queue))
+                    return None
+                log.warning("database write failed (%s); retrying in %.1fs, nothing acknowledged", exc, delay)
+                time.sleep(delay * (0.5 + random.random() / 2))
+                delay = min(delay * 2, self.config.db_retry_max)
+
+    def _write_one_by_one(self, batch: list[InboundMessage], writer: BatchWriter) -> tuple[WriteResult, list]:
+        """Fallback for a batch the database refused: isolate the message(s) at fault."""
+        snapshot = self._cache.snapshot
+        inserted = duplicates = 0
+        letters: list[DeadLetter] = []
+        for message in batch:
+            if message.topic.endswith("/status"):
+                continue
+            outcome = process_message(message, snapshot, limits=self.config.limits)
+            if isinstance(outcome, Accepted):
+                try:
+                    res = writer.write(outcome.rows, {outcome.gateway.id: message.received_at}, [])
+                    inserted += res.inserted
+                    duplicates += res.duplicates
+                    continue
+                except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
+                    outcome = dead_letter(message, STORAGE_REJECTED, f"database refused the rows: {exc}"[:500])
+            letters.append(outcome)
+        res = writer.write([], {}, letters)
+        return WriteResult(inserted, duplicates, res.dead_lettered), letters
+
+    def _connect_db(self) -> tuple[psycopg.Connection, BatchWriter]:
+        if self._conn is None or self._conn.closed or self._writer is None:
+            self._conn = psycopg.connect(self.config.database_url, connect_timeout=5)
+            self._backend = current_backend(self._conn) or "postgres"
+            self._conn.commit()
+            self._writer = BatchWriter(self._conn, self._backend)
+        return self._conn, self._writer
+
+    def _drop_db(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+        self._conn = None
+        self._writer = None
+
+    def _periodic(self, task: Callable[[psycopg.Connection], None]) -> None:
+        """Run a housekeeping task on the writer's connection; a failure is logged, never fatal."""
+        try:
+            conn, _ = self._connect_db()
+            task(conn)
+        except psycopg.Error as exc:
+            log.warning("housekeeping %s failed: %s", task.__name__, exc)
+            self._drop_db()
+
+    def _sweep_silent_gateways(self, conn: psycopg.Connection) -> None:
+        for mac in mark_silent_gateways_offline(conn, self.config.offline_after):
+            metrics.GATEWAYS_MARKED_OFFLINE.labels("silence").inc()
+            log.info("gateway %s offline: silent for more than %s", mac, self.config.offline_after)
+
+    def _maintain(self, conn: psycopg.Connection) -> None:
+        from tds_core.storage.maintenance import maintain
+
+        maintain(conn)
