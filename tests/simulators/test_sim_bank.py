@@ -13,6 +13,8 @@ from simulators.modbus_bank import ModbusBank, NoAnswer
 from simulators.registers import decode_registers
 from simulators.testing import energy_meters, rtu_client, serve_bank, tcp_client
 
+pytestmark = pytest.mark.timeout(30)  # a hung socket or pty must fail fast, not eat the suite's budget
+
 
 def test_tcp_read_matches_model_and_is_accounted(clock):
     async def scenario():
