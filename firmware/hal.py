@@ -336,7 +336,7 @@ class MqttSettings:
     cert: str | None = None
     key: str | None = None
     keepalive_s: int = 60
-    connect_timeout_s: float = 30.0
+    connect_timeout_s: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -437,6 +437,7 @@ class AiomqttTransport:
             tls_params=tls_params,
             max_inflight_messages=self.max_inflight,
         )
+        _fail_connect_on_early_disconnect(client)
         try:
             await client.__aenter__()
         except (aiomqtt.MqttError, OSError, ssl.SSLError) as exc:
@@ -448,6 +449,30 @@ class AiomqttTransport:
                 await client.__aexit__(None, None, None)
             except (aiomqtt.MqttError, OSError) as exc:
                 log.debug("event=mqtt_close_error error=%r", exc)
+
+
+def _fail_connect_on_early_disconnect(client: Any) -> None:
+    """Make a connection closed before CONNACK fail the connect at once.
+
+    aiomqtt 2.5.1 ignores a disconnect that comes before the CONNACK and waits its whole timeout: a broker
+    that accepts TCP then drops the socket (TLS 1.3 refusing a certificate, a proxy with no upstream)
+    would stall every reconnect for ``connect_timeout_s``. Uses aiomqtt internals (``_client``,
+    ``_connected``, ``_loop``): aiomqtt is pinned, revisit on upgrade.
+    """
+    import aiomqtt
+
+    paho = client._client
+    original = paho.on_disconnect
+
+    def on_disconnect(c: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
+        def fail() -> None:
+            if not client._connected.done():
+                client._connected.set_exception(aiomqtt.MqttCodeError(reason, "disconnected before CONNACK"))
+
+        client._loop.call_soon_threadsafe(fail)
+        original(c, userdata, flags, reason, properties)
+
+    paho.on_disconnect = on_disconnect
 
 
 # -------------------------------------------------------------------------------------------- reboot

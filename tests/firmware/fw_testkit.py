@@ -86,25 +86,30 @@ def wait_listening(port: int, timeout: float = 10.0, proc: subprocess.Popen | No
 
 
 class Mosquitto:
-    """A private Mosquitto on 127.0.0.1 with anonymous access (and optionally a TLS listener)."""
+    """A private Mosquitto on 127.0.0.1: a plain anonymous listener (``port``) and, with ``tls`` (paths of
+    ca, cert, key), a second listener (``tls_port``) that requires a client certificate (CN = username)."""
 
     def __init__(self, workdir: Path, tls: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.tls = tls
+        self.tls_port = free_port() if tls else 0
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Mosquitto:
         conf = self.workdir / "mosquitto.conf"
-        lines = ["per_listener_settings false", "allow_anonymous true", "persistence false",
-                 f"listener {self.port} 127.0.0.1", "log_dest stderr", "log_type error", "log_type warning"]
+        lines = ["per_listener_settings true", "persistence false", "log_dest stderr", "log_type error",
+                 f"listener {self.port} 127.0.0.1", "allow_anonymous true"]
         if self.tls:
-            lines += [f"cafile {self.tls['ca']}", f"certfile {self.tls['cert']}", f"keyfile {self.tls['key']}",
+            lines += [f"listener {self.tls_port} 127.0.0.1", "allow_anonymous false",
+                      f"cafile {self.tls['ca']}", f"certfile {self.tls['cert']}", f"keyfile {self.tls['key']}",
                       "require_certificate true", "use_identity_as_username true"]
         conf.write_text("\n".join(lines) + "\n")
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
         wait_listening(self.port, proc=self.proc)
+        if self.tls:
+            wait_listening(self.tls_port, proc=self.proc)
         return self
 
     def stop(self) -> None:
@@ -117,6 +122,55 @@ class Mosquitto:
                 self.proc.wait(5)
         if self.proc is not None and self.proc.stderr is not None:
             self.proc.stderr.close()
+
+
+class Collector:
+    """An aiomqtt subscriber that records (topic, payload, retain) and lets a test wait for a condition."""
+
+    def __init__(self, port: int, *topics: str) -> None:
+        self.port = port
+        self.topics = topics or ("#",)
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._client: Any = None
+
+    async def __aenter__(self) -> Collector:
+        import aiomqtt
+
+        self._client = aiomqtt.Client("127.0.0.1", self.port, identifier=f"test-collector-{id(self)}")
+        await self._client.__aenter__()
+        for t in self.topics:
+            await self._client.subscribe(t, qos=1)
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def _run(self) -> None:
+        async for m in self._client.messages:
+            self.messages.append((str(m.topic), bytes(m.payload), bool(m.retain)))
+            self._changed.set()
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self._client.__aexit__(None, None, None)
+
+    def on(self, topic: str) -> list[bytes]:
+        """Payloads received on ``topic`` (exact), in arrival order."""
+        return [p for t, p, _ in self.messages if t == topic]
+
+    async def wait_for(self, predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
+        """Wait until ``predicate()`` is true (re-checked on every message and every 20 ms)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not predicate():
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; got {len(self.messages)} messages")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), 0.02)
 
 
 class CuttableProxy:
