@@ -183,6 +183,7 @@ class ModbusBank:
         self._servers: list[ModbusTcpServer | ModbusSerialServer] = []
         self._corrupt: dict[int, int] = {}  # slave id -> answers still to corrupt on the wire
         self.stats: dict[str, int] = {}
+        self._encode_warned: set[int] = set()
 
     # -- configuration ----------------------------------------------------------------------------------------
     def add_meter(
@@ -347,9 +348,12 @@ class ModbusBank:
         try:
             registers = point.encode(self._model_value(slave, at))
         except EncodingError as exc:
-            log.warning("bank %s slave %d (%s): %s", self.name, slave_id, point.meter.code, exc)
+            if slave_id not in self._encode_warned:  # once per episode, not per poll
+                self._encode_warned.add(slave_id)
+                log.warning("bank %s slave %d (%s): %s", self.name, slave_id, point.meter.code, exc)
             record(ENCODE_ERROR, exception_code=int(ExcCodes.DEVICE_FAILURE))
             return ExcCodes.DEVICE_FAILURE
+        self._encode_warned.discard(slave_id)
         answer = registers[offset : offset + count]
         value = point.decode(registers) if count == point.count else None
         if delay_s:
