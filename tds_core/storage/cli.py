@@ -1,0 +1,150 @@
+"""`tds db migrate | status | maintain`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from typing import TextIO
+
+import psycopg
+from psycopg import sql
+
+from tds_core.storage.config import get_settings, set_retention
+from tds_core.storage.durations import format_duration, parse_duration
+from tds_core.storage.maintenance import apply_retention, maintain
+from tds_core.storage.migrate import MigrationError, current_backend, migrate
+from tds_core.storage.partitions import create_partitions_ahead, existing_partitions
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `db` command and its subcommands."""
+    db = subparsers.add_parser("db", help="database: migrations, status, maintenance")
+    sub = db.add_subparsers(dest="db_command", metavar="SUBCOMMAND", required=True)
+
+    p = sub.add_parser("migrate", help="apply pending migrations (and set the retention)")
+    _dsn_arg(p)
+    p.add_argument(
+        "--backend",
+        choices=("auto", "postgres", "timescale"),
+        default="auto",
+        help="storage backend on a fresh database (auto: TimescaleDB when the server has it)",
+    )
+    p.add_argument("--retention", help="keep raw readings this long, e.g. 730d, 2y (default 730d)")
+    p.set_defaults(handler=_guarded(_migrate))
+
+    p = sub.add_parser("status", help="backend, migrations, partitions, row counts")
+    _dsn_arg(p)
+    p.set_defaults(handler=_guarded(_status))
+
+    p = sub.add_parser("maintain", help="create partitions ahead, refresh rollups, apply retention")
+    _dsn_arg(p)
+    p.set_defaults(handler=_guarded(_maintain))
+
+
+def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Database failures end the command with one line on stderr and exit code 1, not a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except (MigrationError, psycopg.Error) as exc:
+            print(f"tds db {args.db_command}: {exc}".rstrip(), file=sys.stderr)
+            return 1
+
+    return run
+
+
+def _dsn_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dsn", help="database URL (default: $TDS_DATABASE_URL, else the embedded server)")
+
+
+def _dsn(args: argparse.Namespace) -> str:
+    from tds_core.settings import database_url  # starts the embedded server only when it is the database
+
+    return database_url(args.dsn)
+
+
+def _migrate(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    keep = parse_duration(args.retention, name="--retention") if args.retention else None
+    dsn = _dsn(args)
+    applied = migrate(dsn, backend=args.backend)
+    with psycopg.connect(dsn) as conn:
+        backend = current_backend(conn)
+        conn.commit()
+        assert backend is not None
+        for m in applied:
+            print(f"applied {m.version:04d}_{m.name} ({backend})", file=out)
+        if not applied:
+            print(f"up to date ({backend})", file=out)
+        if backend == "postgres":
+            create_partitions_ahead(conn, get_settings(conn).partitions_ahead)
+        if keep is not None:
+            set_retention(conn, keep)
+            dropped = apply_retention(conn, backend, keep)
+            print(
+                f"retention {format_duration(keep)}: dropped {len(dropped)} old partitions/chunks", file=out
+            )
+    return 0
+
+
+def _status(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    with psycopg.connect(_dsn(args)) as conn:
+        backend = current_backend(conn)
+        if backend is None:
+            print("not migrated (run `tds db migrate`)", file=out)
+            return 1
+        print(f"backend: {backend}", file=out)
+        for version, name, applied_at in conn.execute(
+            "SELECT version, name, applied_at FROM tds_schema_migrations ORDER BY version"
+        ):
+            print(f"migration {version:04d}_{name} applied {applied_at:%Y-%m-%d %H:%M:%S%z}", file=out)
+        settings = get_settings(conn)
+        print(
+            f"retention: {format_duration(settings.retention)}; partitions ahead: {settings.partitions_ahead}",
+            file=out,
+        )
+        if backend == "postgres":
+            days = sorted(existing_partitions(conn))
+            span = f" ({days[0]} .. {days[-1]})" if days else ""
+            print(f"partitions: {len(days)}{span}", file=out)
+            approx = conn.execute(
+                """SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint FROM pg_inherits i
+                   JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'readings'::regclass"""
+            ).fetchone()
+            dirty = conn.execute("SELECT count(*) FROM readings_dirty").fetchone()
+            print(f"rollup buckets waiting for refresh: {dirty[0] if dirty else 0}", file=out)
+        else:
+            chunks = conn.execute("SELECT count(*) FROM show_chunks('readings')").fetchone()
+            print(f"chunks: {chunks[0] if chunks else 0}", file=out)
+            approx = conn.execute("SELECT approximate_row_count('readings')").fetchone()
+        print(f"readings: ≈{approx[0] if approx else 0} (planner estimate)", file=out)
+        for table in (
+            "tenants",
+            "gateways",
+            "devices",
+            "dead_letters",
+            "readings_hourly",
+            "readings_monthly",
+        ):
+            n = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
+            print(f"{table}: {n[0] if n else 0}", file=out)
+    return 0
+
+
+def _maintain(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    with psycopg.connect(_dsn(args)) as conn:
+        report = maintain(conn)
+    refreshed = report.refresh.hours if report.refresh else 0
+    print(
+        f"{report.backend}: {len(report.partitions_created)} partitions created, "
+        f"{refreshed} hourly buckets refreshed, {len(report.dropped)} old partitions/chunks dropped",
+        file=out,
+    )
+    return 0
