@@ -7,13 +7,14 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 
 from tds_core import __version__
 from tds_core.logs import setup_logging
 
 log = logging.getLogger("tds")
 
-# Modules that offer `register(subparsers)`; a module not written yet is skipped, never fatal.
+# Core modules that offer `register(subparsers)`.
 COMMAND_MODULES = (
     "tds_core.storage.cli",
     "tds_core.registry.cli",
@@ -21,9 +22,10 @@ COMMAND_MODULES = (
     "tds_core.pki.cli",
     "tds_core.broker.cli",
     "tds_core.stack",
-    "tds_core.bench.cli",
-    "scenarios.cli",
 )
+# The harness (scenarios, benchmarks) adds its commands through this entry-point group, so the core never
+# imports it: `[project.entry-points."tds.commands"]` in pyproject.toml, each value a `register` function.
+ENTRY_POINT_GROUP = "tds.commands"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,10 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name and name.startswith(exc.name):
-                continue  # that part has not been built into this install
-            raise
+            if exc.name != name:
+                raise
+            continue  # a part not built into this install
         module.register(subparsers)
+    for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        try:
+            register = entry.load()
+        except ModuleNotFoundError as exc:
+            log.debug("tds %s unavailable: %s", entry.name, exc)  # that part is not installed
+            continue
+        register(subparsers)
     return parser
 
 
