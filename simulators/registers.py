@@ -132,8 +132,12 @@ def decode_registers(
     scale: float = 0.01,
     word_order: str = "big",
 ) -> float:
-    """Decode registers (as read from the device) into the engineering value: raw * scale."""
-    code, count, _bounds = _layout(data_type)
+    """Decode registers (as read from the device) into the engineering value: raw * scale.
+
+    Matches ``firmware.registers.decode_registers`` (note its argument order: registers, data_type, word_order,
+    scale) so what the bank records as served is what the firmware publishes; a test checks they agree.
+    """
+    code, count, bounds = _layout(data_type)
     _check_common(scale, word_order)
     if len(registers) != count:
         raise ValueError(f"registers={list(registers)!r}: {data_type} needs exactly {count} register(s)")
@@ -143,4 +147,9 @@ def decode_registers(
     words = list(registers)[::-1] if word_order == "little" else list(registers)
     data = b"".join(w.to_bytes(2, "big") for w in words)
     (raw,) = struct.unpack(f">{code}", data)
+    if bounds is None:
+        if not math.isfinite(raw):
+            raise ValueError(f"float32: non-finite value {raw!r} from registers {list(registers)}")
+        # a float32 carries ~7 significant digits; drop the binary noise exactly as firmware/registers.py does
+        raw = float(f"{raw:.7g}")
     return value_from_raw(raw, scale)
