@@ -279,8 +279,11 @@ class TdsBroker(Broker):
             for session, sub_qos in list(subscriptions):
                 await self._deliver(broadcast, session, sub_qos, running_tasks)
         for key, members in groups.items():
+            # only members that may receive this topic: a member the ACL would refuse must not take
+            # the group's copy away from the consumer
             eligible = [(s, q) for s, q in members
-                        if s.transitions.state == "connected" or not s.clean_session]
+                        if (s.transitions.state == "connected" or not s.clean_session)
+                        and self.policy.can_receive(s.username, topic)]
             connected = [(s, q) for s, q in eligible if s.transitions.state == "connected"]
             candidates = connected or eligible
             if not candidates:

@@ -16,6 +16,7 @@ import logging
 import signal
 import ssl
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -30,7 +31,7 @@ from tds_core.broker.tls import BrokerTLS, RevocationList
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_CONSUMER_CN", "EmbeddedBroker", "main"]
+__all__ = ["DEFAULT_CONSUMER_CN", "EmbeddedBroker", "ThreadedBroker", "main"]
 
 DEFAULT_CONSUMER_CN = "tds-consumer"
 _SERIAL = "tds.serial"
@@ -148,6 +149,44 @@ class EmbeddedBroker:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         await self.stop()
+
+
+class ThreadedBroker:
+    """Runs an EmbeddedBroker on its own event loop in a background thread, for blocking callers
+    (paho clients, synchronous tests and tools)::
+
+        with ThreadedBroker(EmbeddedBroker()) as tb:
+            connect_to(tb.broker.host, tb.broker.port)
+    """
+
+    def __init__(self, broker: EmbeddedBroker) -> None:
+        self.broker = broker
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="embedded-broker", daemon=True)
+
+    def call(self, coro: Any, timeout: float = 10.0) -> Any:
+        """Run a coroutine on the broker's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def __enter__(self) -> ThreadedBroker:
+        self._thread.start()
+        try:
+            self.call(self.broker.start())
+        except BaseException:
+            self._close_loop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.call(self.broker.stop())
+        finally:
+            self._close_loop()
+
+    def _close_loop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
 
 
 def _parse_legacy(values: Sequence[str]) -> list[tuple[str, str]]:
