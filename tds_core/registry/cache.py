@@ -9,7 +9,10 @@ reference (a single attribute store, atomic under the GIL). Readers never lock a
     if entry is None or entry.revoked: ...       # dead-letter
 
 A daemon thread owns one autocommit connection that LISTENs on `tds_registry` and reloads when notified
-(a burst of notifications collapses into one reload), plus a periodic full reload as a safety net. If the
+(a burst of notifications collapses into one reload), plus a periodic full reload as a safety net. The
+notification payload is the table name: when only gateways/tenants changed (a revocation), the reload
+re-reads gateways and keeps each gateway's device map, so revocation latency does not grow with the device
+count (10k gateways / 80k devices: ~0.6 s for a full reload on a 2-core machine, far less for this one). If the
 connection drops, the thread keeps the last snapshot, logs, reconnects with exponential backoff and reloads
 (notifications sent while it was away are lost, so the reload after reconnecting is what catches up).
 Liveness updates (gateways.last_seen / online) fire no notification (migration 0001) and cause no reload.
@@ -20,26 +23,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
+from typing import Any
 
 import psycopg
+from psycopg import IsolationLevel
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "tds_registry"
+# Notification payloads (table names, migration 0001) that leave every device row as it was.
+_GATEWAY_LEVEL = frozenset({"gateways", "tenants"})
 
-# One statement, so one MVCC snapshot: a reload never sees half of a provisioning transaction.
-_LOAD_SQL = """
-SELECT g.id, g.tenant_id, t.code, g.mac, g.code, g.status, g.payload_format,
-       d.id, d.code, d.unit, d.kind
-FROM gateways g
-JOIN tenants t ON t.id = g.tenant_id
-LEFT JOIN devices d ON d.gateway_id = g.id
-ORDER BY g.id, d.id
+_GATEWAYS_SQL = """
+SELECT g.id, g.tenant_id, t.code, g.mac, g.code, g.status, g.payload_format
+FROM gateways g JOIN tenants t ON t.id = g.tenant_id
 """
-
+_DEVICES_SQL = "SELECT gateway_id, id, code, unit, kind FROM devices"
 
 @dataclass(frozen=True, slots=True)
 class DeviceEntry:
@@ -84,33 +86,54 @@ class RegistrySnapshot:
 
 
 EMPTY_SNAPSHOT = RegistrySnapshot(0, 0.0, MappingProxyType({}), MappingProxyType({}))
+_NO_DEVICES: Mapping[str, DeviceEntry] = MappingProxyType({})
 
 
-def load_snapshot(conn: psycopg.Connection, version: int) -> RegistrySnapshot:
-    """Read the whole registry with one query and build a snapshot."""
+def _fast_new(cls: type) -> Callable[..., Any]:
+    """A positional constructor that fills slots directly. A frozen dataclass' __init__ goes through
+    object.__setattr__ per field, which dominates a 10k-gateway / 80k-device reload; same result."""
+    setters = [getattr(cls, f.name).__set__ for f in fields(cls)]
+    new = object.__new__
+
+    def make(*values: Any) -> Any:
+        obj = new(cls)
+        for setter, value in zip(setters, values, strict=True):
+            setter(obj, value)
+        return obj
+
+    return make
+
+
+_new_device = _fast_new(DeviceEntry)
+_new_gateway = _fast_new(GatewayEntry)
+
+
+def load_snapshot(
+    conn: psycopg.Connection, version: int, previous: RegistrySnapshot | None = None
+) -> RegistrySnapshot:
+    """Read the registry and build a snapshot.
+
+    With `previous`, devices are not re-read: each gateway keeps the device map it had in `previous` (by
+    gateway id). That is right when only gateways/tenants changed, and makes a revocation's reload cost
+    one small query instead of reading every device. Without it, gateways and devices are read in one
+    REPEATABLE READ transaction (one consistent view).
+    """
+    if previous is None:
+        with conn.transaction():
+            gateways = conn.execute(_GATEWAYS_SQL).fetchall()
+            grouped: dict[int, dict[str, DeviceEntry]] = {}
+            for gw_id, dev_id, code, unit, kind in conn.execute(_DEVICES_SQL).fetchall():
+                grouped.setdefault(gw_id, {})[code] = _new_device(dev_id, code, unit, kind)
+        devices = {gw_id: MappingProxyType(devs) for gw_id, devs in grouped.items()}
+    else:
+        gateways = conn.execute(_GATEWAYS_SQL).fetchall()
+        devices = {entry.id: entry.devices for entry in previous.by_mac.values()}
     by_mac: dict[str, GatewayEntry] = {}
     by_code: dict[str, GatewayEntry] = {}
-    current: tuple | None = None
-    devices: dict[str, DeviceEntry] = {}
-
-    def close_gateway() -> None:
-        if current is not None:
-            gw_id, tenant_id, tenant_code, mac, code, status, fmt = current
-            entry = GatewayEntry(
-                gw_id, tenant_id, tenant_code, mac, code, status, fmt, MappingProxyType(dict(devices))
-            )
-            by_mac[mac] = entry
-            by_code[code] = entry
-
-    for row in conn.execute(_LOAD_SQL).fetchall():
-        head = row[:7]
-        if current is None or head[0] != current[0]:
-            close_gateway()
-            current = head
-            devices = {}
-        if row[7] is not None:
-            devices[row[8]] = DeviceEntry(row[7], row[8], row[9], row[10])
-    close_gateway()
+    for gw_id, tenant_id, tenant_code, mac, code, status, fmt in gateways:
+        entry = _new_gateway(gw_id, tenant_id, tenant_code, mac, code, status, fmt, devices.get(gw_id, _NO_DEVICES))
+        by_mac[mac] = entry
+        by_code[code] = entry
     return RegistrySnapshot(version, time.monotonic(), MappingProxyType(by_mac), MappingProxyType(by_code))
 
 
@@ -121,6 +144,7 @@ class CacheStats:
     reloads: int = 0
     notifications: int = 0
     periodic_reloads: int = 0
+    partial_reloads: int = 0  # gateway/tenant-only changes: devices reused from the previous snapshot
     reconnects: int = 0
     connection_errors: int = 0
     last_error: str | None = None
@@ -216,13 +240,20 @@ class RegistryCache:
 
     def reload(self) -> RegistrySnapshot:
         """Force a reload now on a short-lived connection (e.g. from a CLI); the thread keeps running."""
-        with psycopg.connect(self._dsn, autocommit=True, connect_timeout=self._connect_timeout) as conn:
+        with self._connect() as conn:
             return self._reload(conn)
 
     # -- refresh thread ----------------------------------------------------------------------------------
 
-    def _connect_and_load(self) -> psycopg.Connection:
+    def _connect(self) -> psycopg.Connection:
         conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=self._connect_timeout)
+        # a full load reads gateways then devices: one REPEATABLE READ transaction gives one view of both
+        conn.isolation_level = IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        return conn
+
+    def _connect_and_load(self) -> psycopg.Connection:
+        conn = self._connect()
         try:
             # LISTEN before loading: a change committed after this point is notified, one committed before
             # is in the load. Nothing falls between.
@@ -234,14 +265,17 @@ class RegistryCache:
             raise
         return conn
 
-    def _reload(self, conn: psycopg.Connection) -> RegistrySnapshot:
+    def _reload(self, conn: psycopg.Connection, *, devices: bool = True) -> RegistrySnapshot:
         with self._cond:  # serializes version numbers between the thread and reload()
-            snap = load_snapshot(conn, self._version + 1)
+            previous = None if devices or self._version == 0 else self._snapshot
+            snap = load_snapshot(conn, self._version + 1, previous)
             self._version = snap.version
             self._snapshot = snap
             self.stats.reloads += 1
+            self.stats.partial_reloads += previous is not None
             self._cond.notify_all()
-        log.debug("registry snapshot v%d: %d gateways", snap.version, len(snap))
+        log.debug("registry snapshot v%d: %d gateways%s", snap.version, len(snap),
+                  "" if previous is None else " (devices reused)")
         return snap
 
     def _run(self) -> None:
@@ -272,8 +306,11 @@ class RegistryCache:
         next_full = time.monotonic() + self._refresh_interval
         while not self._stop.is_set():
             timeout = max(0.0, min(self._poll_interval, next_full - time.monotonic()))
-            if self._drain(conn, timeout):
-                self._reload(conn)
+            payloads = self._drain(conn, timeout)
+            if payloads:
+                # Revocation and other gateway/tenant edits skip re-reading devices; anything else
+                # (devices, an unknown payload) reloads everything.
+                self._reload(conn, devices=not payloads <= _GATEWAY_LEVEL)
             elif time.monotonic() >= next_full:
                 self.stats.periodic_reloads += 1
                 self._reload(conn)
@@ -281,21 +318,21 @@ class RegistryCache:
                 continue
             next_full = time.monotonic() + self._refresh_interval
 
-    def _drain(self, conn: psycopg.Connection, timeout: float) -> int:
-        """Wait up to `timeout` for one notification, then take every one already queued (coalescing)."""
-        received = 0
+    def _drain(self, conn: psycopg.Connection, timeout: float) -> set[str]:
+        """Wait up to `timeout` for one notification, then take every one already queued (coalescing).
+        Returns the payloads (table names) seen."""
+        payloads: set[str] = set()
         for notify in conn.notifies(timeout=timeout, stop_after=1):
-            received += 1
-            self._count(notify.payload)
-        if received:
+            payloads.add(self._count(notify.payload))
+        if payloads:
             for notify in conn.notifies(timeout=0):
-                received += 1
-                self._count(notify.payload)
-        return received
+                payloads.add(self._count(notify.payload))
+        return payloads
 
-    def _count(self, payload: str) -> None:
+    def _count(self, payload: str) -> str:
         self.stats.notifications += 1
         self.stats.payloads[payload] = self.stats.payloads.get(payload, 0) + 1
+        return payload
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None
