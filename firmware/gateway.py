@@ -154,10 +154,7 @@ class Firmware:
 
     async def _wait_reboot(self) -> None:
         await self._reboot_event.wait()
-        if self.connected.is_set():
-            # let the link say "offline" and disconnect cleanly; it ends the boot by raising _Reboot
-            await self.hw.clock.sleep(10.0)
-        raise _Reboot()
+        raise _Reboot()  # cancels poller and link; the link says "offline" on its way out
 
     # ------------------------------------------------------------------------------------- polling
     async def _poll_loop(self) -> None:
@@ -229,7 +226,11 @@ class Firmware:
                 async with self.hw.network.session(self._settings()) as session:
                     backoff.reset()
                     self._counters.connects += 1
-                    await self._online(session)
+                    try:
+                        await self._online(session)
+                    finally:
+                        if self._reboot_event.is_set():
+                            await self._say_offline(session)
             except* TransportError as eg:
                 if not self.connected.is_set():
                     self._counters.connect_failures += 1
@@ -247,19 +248,19 @@ class Firmware:
         await session.subscribe(command_topic(mac, "config").rpartition("/")[0] + "/#", qos=1)
         self.connected.set()
         log.info("event=online mac=%s queue_depth=%d", mac, len(self.store or ()))
-        # ends with TransportError (link lost) or _Reboot (after saying offline); both unwind the session
+        # ends with TransportError (link lost) or cancellation (reboot); both unwind the session
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._send_loop(session))
             tg.create_task(self._command_loop(session))
-            tg.create_task(self._say_offline_on_reboot(session))
 
-    async def _say_offline_on_reboot(self, session: MqttSession) -> None:
-        await self._reboot_event.wait()
-        # a clean disconnect suppresses the LWT, so say it ourselves before going away
+    async def _say_offline(self, session: MqttSession) -> None:
+        """A clean disconnect suppresses the LWT, so a shutting-down gateway says "offline" itself.
+
+        Runs in a ``finally`` of a task being cancelled: awaiting here is allowed (one cancellation).
+        """
         with contextlib.suppress(TransportError, TimeoutError):
             await with_timeout(self.hw.clock, session.publish(status_topic(self.config.mac), b"offline",
                                                               qos=1, retain=True), 5.0)
-        raise _Reboot()
 
     async def _send_loop(self, session: MqttSession) -> None:
         """Send queued messages in order with at most ``queue.inflight`` awaiting PUBACK."""

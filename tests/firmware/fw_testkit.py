@@ -98,7 +98,9 @@ class Mosquitto:
 
     def start(self) -> Mosquitto:
         conf = self.workdir / "mosquitto.conf"
-        lines = ["per_listener_settings true", "persistence false", "log_dest stderr", "log_type error",
+        # as root, mosquitto drops to the "mosquitto" user, which cannot read pytest's 0700 tmp dirs
+        lines = ["user root"] if os.geteuid() == 0 else []
+        lines += ["per_listener_settings true", "persistence false", "log_dest stderr", "log_type error",
                  f"listener {self.port} 127.0.0.1", "allow_anonymous true"]
         if self.tls:
             lines += [f"listener {self.tls_port} 127.0.0.1", "allow_anonymous false",
