@@ -193,6 +193,12 @@ class RegistryCache:
         """Increments on every completed reload (0 before start())."""
         return self._snapshot.version
 
+    @property
+    def connected(self) -> bool:
+        """True while the refresh thread holds a listening connection (False: serving a possibly stale view)."""
+        conn = self._conn
+        return conn is not None and not conn.closed
+
     def by_mac(self, mac: str) -> GatewayEntry | None:
         """The gateway with this (normalized, lower-case) MAC, or None."""
         return self._snapshot.by_mac.get(mac)
@@ -289,12 +295,12 @@ class RegistryCache:
                     log.info("registry cache reconnected (listener pid %s)", self.stats.listener_pid)
                 backoff = self._backoff_initial
                 self._listen(conn)
-            except psycopg.Error as exc:
+            except Exception as exc:  # never let the thread die: a dead thread would serve a stale registry
                 self.stats.connection_errors += 1
-                self.stats.last_error = str(exc).strip()
+                self.stats.last_error = str(exc).strip() or type(exc).__name__
                 log.warning(
                     "registry cache lost its database connection (%s); serving snapshot v%d, retrying in %.1fs",
-                    self.stats.last_error, self.version, backoff,
+                    self.stats.last_error, self.version, backoff, exc_info=not isinstance(exc, psycopg.Error),
                 )
                 self._close()
                 self._stop.wait(backoff)
