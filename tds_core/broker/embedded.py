@@ -18,6 +18,7 @@ import ssl
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -98,6 +99,7 @@ class EmbeddedBroker:
         """Bind and start serving; returns once the listener accepts connections."""
         if self._broker is not None:
             raise RuntimeError("EmbeddedBroker already started")
+        self._warn_if_crl_lapsing()
         config: dict[str, Any] = {
             "listeners": {"default": {"type": "tcp", "bind": f"{self._host}:{self._requested_port}",
                                       "ssl": self.tls is not None}},
@@ -113,6 +115,16 @@ class EmbeddedBroker:
         self._port = broker.bound_port()
         log.info("embedded broker listening on %s:%s (%s)", self._host, self._port,
                  "mTLS" if self.tls else "plain")
+
+    def _warn_if_crl_lapsing(self) -> None:
+        rl = self._revocations
+        if rl is None or rl.next_update is None:
+            return
+        if rl.is_stale():
+            log.error("CRL is past its nextUpdate (%s): every client will be refused; run "
+                      "`tds pki crl refresh` and reload", rl.next_update)
+        elif rl.is_stale(datetime.now(UTC) + timedelta(days=1)):
+            log.warning("CRL lapses at %s: run `tds pki crl refresh --if-due`", rl.next_update)
 
     async def stop(self) -> None:
         """Close every connection and the listener. Sessions are not kept across a stop."""
@@ -199,10 +211,8 @@ def _parse_legacy(values: Sequence[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Arguments of ``python -m tds_core.broker.embedded``."""
-    p = argparse.ArgumentParser(prog="python -m tds_core.broker.embedded",
-                                description="Run the embedded MQTT broker until SIGTERM/SIGINT.")
+def add_broker_arguments(p: argparse.ArgumentParser) -> None:
+    """The embedded broker's options (shared by this module's entry point and `tds broker run`)."""
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port (printed in the READY line)")
     p.add_argument("--tls-dir", type=Path, help="PKI directory (ca.crt, crl.pem, certs/broker.crt, "
@@ -212,16 +222,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", type=Path)
     p.add_argument("--crl", type=Path)
     p.add_argument("--consumer", action="append", default=[], metavar="CN",
-                   help=f"consumer identity (repeatable; default {DEFAULT_CONSUMER_CN} in mTLS mode)")
+                   help=f"consumer identity (repeatable; default {DEFAULT_CONSUMER_CN})")
     p.add_argument("--legacy", action="append", default=[], metavar="MAC=GATEWAY_CODE",
                    help="allow MAC to publish telemetry/GATEWAY_CODE/+/data (repeatable)")
     p.add_argument("--acl-plain", action="store_true", help="apply the ACL in plain mode too")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``python -m tds_core.broker.embedded``."""
+    p = argparse.ArgumentParser(prog="python -m tds_core.broker.embedded",
+                                description="Run the embedded MQTT broker until SIGTERM/SIGINT.")
+    add_broker_arguments(p)
     p.add_argument("--log-level", default="WARNING")
     return p
 
 
 def broker_from_args(args: argparse.Namespace) -> EmbeddedBroker:
     """Build an EmbeddedBroker from parsed arguments; ValueError/FileNotFoundError on bad ones."""
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port: {args.port} is not in 0..65535")
     tls: BrokerTLS | None = None
     if args.tls_dir is not None:
         tls = BrokerTLS.from_dir(args.tls_dir)
@@ -237,7 +256,8 @@ def broker_from_args(args: argparse.Namespace) -> EmbeddedBroker:
     return EmbeddedBroker(args.host, args.port, tls, acl)
 
 
-async def _serve(broker: EmbeddedBroker) -> None:
+async def serve(broker: EmbeddedBroker) -> None:
+    """Start, print ``READY host:port``, reload the CRL on SIGHUP, stop on SIGTERM/SIGINT."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -267,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_serve(broker))
+        asyncio.run(serve(broker))
     except (OSError, BrokerError) as exc:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
