@@ -1,0 +1,269 @@
+"""Expectation checkers: each turns (expectation, observations) into an Outcome with a clear message.
+
+Pure functions over :class:`~scenarios.observations.Observations`, so tests feed them synthetic data and
+watch them fail. A failure message says what was expected, what was found, and the first few differing rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Any
+
+from .fleetdef import ScenarioFleet
+from .observations import Observations, RowKey
+from .schema import Expectation
+
+SHOW = 5  # differing rows shown in a message
+
+
+@dataclass
+class Outcome:
+    """The verdict on one expectation: one JUnit test case."""
+
+    name: str
+    kind: str
+    passed: bool
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+    error: bool = False  # the check could not run (the run broke before it): JUnit <error>, not <failure>
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "passed": self.passed, "error": self.error,
+                "message": self.message, "details": self.details}
+
+
+def check_all(expectations: Iterable[Expectation], obs: Observations, fleet: ScenarioFleet) -> list[Outcome]:
+    """Check every expectation; a checker that raises becomes an errored outcome, never a crash."""
+    out = []
+    for exp in expectations:
+        try:
+            out.append(CHECKERS[exp.kind](exp, obs, fleet))
+        except Exception as exc:  # a checker bug must show up in the report, not hide the others
+            out.append(Outcome(exp.name, exp.kind, False, f"checker failed: {type(exc).__name__}: {exc}",
+                               error=True))
+    return out
+
+
+def _row(key: RowKey, codes: dict[str, str]) -> str:
+    mac, device, at = key
+    return f"{codes.get(mac, mac)}/{device}@{at.isoformat()}"
+
+
+def _rows(keys: Iterable[RowKey], codes: dict[str, str]) -> str:
+    shown = sorted(keys, key=lambda k: (k[2], k[0], k[1]))[:SHOW]
+    return ", ".join(_row(k, codes) for k in shown)
+
+
+def _macs(exp: Expectation, fleet: ScenarioFleet) -> set[str]:
+    return set(exp.target.macs(fleet))
+
+
+def check_stored_equal_produced(exp: Expectation, obs: Observations, fleet: ScenarioFleet) -> Outcome:
+    """Every acked reading is stored, with the produced value; nothing stored that no meter produced."""
+    macs = _macs(exp, fleet)
+    expected = {k for k in obs.expected if k[0] in macs}
+    stored = {k: r for k, r in obs.stored.items() if k[0] in macs}
+    produced = obs.produced_keys()
+    missing = expected - stored.keys()
+    phantom = {k for k in stored if k not in produced}
+    wrong = {k for k, r in stored.items() if k in produced and not _same(r.value, produced[k])}
+    extra_unacked = {k for k in stored if k in produced and k not in expected}
+    details = {"expected": len(expected), "stored": len(stored), "missing": len(missing),
+               "not_produced": len(phantom), "wrong_value": len(wrong),
+               "stored_but_not_acked": len(extra_unacked)}
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} acked readings missing from the database (first: "
+                        f"{_rows(missing, obs.gateway_codes)})")
+    if phantom:
+        problems.append(f"{len(phantom)} stored rows no meter produced (first: {_rows(phantom, obs.gateway_codes)})")
+    if wrong:
+        first = sorted(wrong, key=lambda k: k[2])[:SHOW]
+        shown = ", ".join(f"{_row(k, obs.gateway_codes)} stored {stored[k].value!r} produced {produced[k]!r}"
+                          for k in first)
+        problems.append(f"{len(wrong)} stored values differ from the produced ones ({shown})")
+    minimum = exp.params.get("min_readings", 1)
+    if len(expected) < minimum:
+        problems.append(f"only {len(expected)} readings were acked, expected at least {minimum} "
+                        "(the fleet did not produce enough to prove anything)")
+    if problems:
+        return Outcome(exp.name, exp.kind, False, "; ".join(problems), details)
+    return Outcome(exp.name, exp.kind, True,
+                   f"{len(expected)} acked readings all stored once with their values"
+                   + (f" ({len(extra_unacked)} more stored whose PUBACK never reached the gateway)"
+                      if extra_unacked else ""), details)
+
+
+def _same(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def check_no_duplicates(exp: Expectation, obs: Observations, fleet: ScenarioFleet) -> Outcome:
+    """No reading stored twice, nothing stored that was not produced, and the accounting identity holds.
+
+    The unique key (device, time) makes a second row impossible, so a duplicate shows up elsewhere: as a
+    stored row that no poll produced (a redelivery rewritten with another time), or as a gateway whose
+    published count is not acked + dropped + still queued.
+    """
+    produced = obs.produced_keys()
+    phantom = {k for k in obs.stored if k not in produced}
+    repeats = {key: n for key, n in Counter(
+        (mac, code, at) for (mac, code), series in obs.produced.items() for at, _ in series).items() if n > 1}
+    unbalanced = {}
+    for mac, published in obs.published.items():
+        accounted = obs.acked.get(mac, 0) + obs.dropped.get(mac, 0) + obs.queued.get(mac, 0)
+        if published != accounted:
+            unbalanced[mac] = (published, accounted)
+    details = {"stored": len(obs.stored), "not_produced": len(phantom), "produced_twice": len(repeats),
+               "unbalanced_gateways": len(unbalanced), "redelivered_rows_skipped": obs.redelivered_rows}
+    problems = []
+    if phantom:
+        problems.append(f"{len(phantom)} stored rows were never produced (first: {_rows(phantom, obs.gateway_codes)})")
+    if repeats:
+        problems.append(f"{len(repeats)} readings produced twice for one time (first: "
+                        f"{_rows(repeats, obs.gateway_codes)})")
+    if unbalanced:
+        first = sorted(unbalanced)[:SHOW]
+        shown = ", ".join(f"{obs.gateway_codes.get(m, m)} published {unbalanced[m][0]} != acked+dropped+queued "
+                          f"{unbalanced[m][1]}" for m in first)
+        problems.append(f"{len(unbalanced)} gateways' accounting does not balance ({shown})")
+    if problems:
+        return Outcome(exp.name, exp.kind, False, "; ".join(problems), details)
+    return Outcome(exp.name, exp.kind, True,
+                   f"{len(obs.stored)} rows, each produced once; {obs.redelivered_rows} redelivered rows "
+                   "were skipped by the unique key", details)
+
+
+def check_all_published_acked(exp: Expectation, obs: Observations, fleet: ScenarioFleet) -> Outcome:
+    """After the drain, no gateway still holds or has dropped a message: everything published was acked."""
+    macs = _macs(exp, fleet)
+    bad = {m: (obs.published.get(m, 0), obs.acked.get(m, 0), obs.dropped.get(m, 0), obs.queued.get(m, 0))
+           for m in sorted(macs) if obs.dropped.get(m, 0) or obs.queued.get(m, 0)
+           or obs.published.get(m, 0) != obs.acked.get(m, 0)}
+    total = sum(obs.published.get(m, 0) for m in macs)
+    details = {"gateways": len(macs), "published": total, "acked": sum(obs.acked.get(m, 0) for m in macs),
+               "gateways_not_clean": len(bad)}
+    if bad:
+        shown = ", ".join(f"{obs.gateway_codes.get(m, m)} published {p} acked {a} dropped {d} queued {q}"
+                          for m, (p, a, d, q) in list(bad.items())[:SHOW])
+        return Outcome(exp.name, exp.kind, False, f"{len(bad)} gateways did not get everything acked ({shown})",
+                       details)
+    if total == 0:
+        return Outcome(exp.name, exp.kind, False, "no gateway published anything", details)
+    return Outcome(exp.name, exp.kind, True, f"{total} messages published by {len(macs)} gateways, all acked",
+                   details)
+
+
+def check_in_order(exp: Expectation, obs: Observations, fleet: ScenarioFleet) -> Outcome:
+    """Per gateway and device, stored times equal the acked sequence and were committed in time order.
+
+    Order of storage comes from the database itself: the id of the transaction that wrote each row
+    (xmin). Along increasing reading time, that id must never go down.
+    """
+    macs = _macs(exp, fleet)
+    series: dict[tuple[str, str], list[tuple[Any, int]]] = {}
+    for (mac, code, at), row in obs.stored.items():
+        if mac in macs:
+            series.setdefault((mac, code), []).append((at, row.xid))
+    expected: dict[tuple[str, str], list] = {}
+    for mac, code, at in obs.expected:
+        if mac in macs:
+            expected.setdefault((mac, code), []).append(at)
+    problems = []
+    for key in sorted(set(series) | set(expected)):
+        got = sorted(series.get(key, []))
+        want = sorted(expected.get(key, []))
+        times = [at for at, _ in got]
+        missing = sorted(set(want) - set(times))
+        if missing:
+            problems.append(f"{obs.gateway_codes.get(key[0], key[0])}/{key[1]}: {len(missing)} acked readings "
+                            f"not stored (first {missing[0].isoformat()})")
+        for (t0, x0), (t1, x1) in pairwise(got):
+            if x1 < x0:
+                problems.append(f"{obs.gateway_codes.get(key[0], key[0])}/{key[1]}: reading {t1.isoformat()} "
+                                f"was committed before the earlier {t0.isoformat()} (xid {x1} < {x0})")
+                break
+    details = {"series": len(set(series) | set(expected)), "problems": len(problems)}
+    if problems:
+        return Outcome(exp.name, exp.kind, False,
+                       f"{len(problems)} series out of order or incomplete: " + "; ".join(problems[:SHOW]), details)
+    if not series:
+        return Outcome(exp.name, exp.kind, False, "nothing stored for the selected gateways", details)
+    return Outcome(exp.name, exp.kind, True,
+                   f"{len(series)} series stored complete and in time order", details)
+
+
+def check_dead_letters(exp: Expectation, obs: Observations, fleet: ScenarioFleet) -> Outcome:
+    """Dead-letter counts by reason equal the expected ones (and, when strict, no other reason occurs)."""
+    want: dict[str, int] = exp.params["counts"]
+    got = Counter(d.reason for d in obs.dead_letters)
+    reasons = set(want) | (set(got) if exp.params.get("strict", True) else set())
+    diffs = {r: (want.get(r, 0), got.get(r, 0)) for r in sorted(reasons) if want.get(r, 0) != got.get(r, 0)}
+    details = {"expected": dict(want), "actual": dict(got), "injected": dict(obs.malformed_sent)}
+    if diffs:
+        shown = ", ".join(f"{r}: expected {w}, got {g}" for r, (w, g) in diffs.items())
+        samples = [f"{d.reason} on {d.topic}: {d.detail}" for d in obs.dead_letters
+                   if d.reason in diffs][:SHOW]
+        more = f" (e.g. {'; '.join(samples)})" if samples else ""
+        return Outcome(exp.name, exp.kind, False, f"dead letters differ: {shown}{more}", details)
+    total = sum(got.values())
+    return Outcome(exp.name, exp.kind, True, f"{total} dead letters, as expected by reason", details)
+
+
+def check_gateway_online(exp: Expectation, obs: Observations, fleet: ScenarioFleet) -> Outcome:
+    """At the given fleet time, the database showed the selected gateways online (or offline)."""
+    sample = next((s for s in obs.online_samples if s.expectation == exp.name), None)
+    want = exp.params["online"]
+    state = "online" if want else "offline"
+    if sample is None:
+        return Outcome(exp.name, exp.kind, False, "the run ended before this time was reached", error=True)
+    wrong = {m: v for m, v in sample.observed.items() if v is not want}
+    details = {"at_s": sample.at_s, "gateways": len(sample.observed), "wrong": len(wrong),
+               "waited_s": round(sample.waited_s, 3)}
+    if wrong:
+        shown = ", ".join(f"{obs.gateway_codes.get(m, m)}={'unknown' if v is None else ('online' if v else 'offline')}"
+                          for m, v in sorted(wrong.items())[:SHOW])
+        return Outcome(exp.name, exp.kind, False,
+                       f"{len(wrong)} of {len(sample.observed)} gateways not {state} "
+                       f"{exp.params.get('settle')} after the time ({shown})", details)
+    return Outcome(exp.name, exp.kind, True, f"{len(sample.observed)} gateways {state}", details)
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def check_latency(exp: Expectation, obs: Observations, fleet: ScenarioFleet) -> Outcome:
+    """Publish -> committed latency percentiles (wall time) under the given bounds."""
+    values = obs.latencies_ms
+    need = exp.params.get("min_samples", 1)
+    if len(values) < need:
+        return Outcome(exp.name, exp.kind, False,
+                       f"{len(values)} latency samples, expected at least {need}", {"samples": len(values)})
+    measured = {"p50_ms": percentile(values, 50), "p95_ms": percentile(values, 95),
+                "p99_ms": percentile(values, 99), "max_ms": max(values)}
+    details = {"samples": len(values), **{k: round(v, 2) for k, v in measured.items()}}
+    over = [f"{k} {measured[k]:.1f} > {exp.params[k]:g}" for k in measured if k in exp.params
+            and measured[k] > exp.params[k]]
+    summary = ", ".join(f"{k} {v:.1f}" for k, v in measured.items())
+    if over:
+        return Outcome(exp.name, exp.kind, False, f"latency over bound: {'; '.join(over)} ({summary})", details)
+    return Outcome(exp.name, exp.kind, True, f"{len(values)} samples: {summary}", details)
+
+
+CHECKERS: dict[str, Callable[[Expectation, Observations, ScenarioFleet], Outcome]] = {
+    "readings_stored_equal_produced": check_stored_equal_produced,
+    "no_duplicates": check_no_duplicates,
+    "all_published_acked": check_all_published_acked,
+    "in_order": check_in_order,
+    "dead_letters": check_dead_letters,
+    "gateway_online": check_gateway_online,
+    "latency": check_latency,
+}
