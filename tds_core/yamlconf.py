@@ -17,8 +17,9 @@ Duplicate keys are an error (PyYAML would silently keep the last); merge keys (`
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import yaml
@@ -44,12 +45,13 @@ class ConfigError(ValueError):
 class _Located:
     """Where a container came from, and the line of each of its members."""
 
-    file: str
-    line: int
-    path: str
-    _lines: dict[Any, int]
+    # Defaults for containers built in code (e.g. an empty YList() default); the loader sets real values.
+    file: str = "<config>"
+    line: int | None = None
+    path: str = ""
+    _lines: Mapping[Any, int] = MappingProxyType({})
 
-    def line_of(self, member: Any) -> int:
+    def line_of(self, member: Any) -> int | None:
         """Line of a key (YMap) or index (YList); the container's own line when unknown."""
         return self._lines.get(member, self.line)
 
