@@ -91,7 +91,7 @@ class ProbeClient:
         self.host, self.port, self.client_id = host, port, client_id
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                                   clean_session=clean_session, manual_ack=manual_ack,
-                                  protocol=mqtt.MQTTv311)
+                                  protocol=mqtt.MQTTv311, reconnect_on_failure=False)
         if tls is not None:
             self.client.tls_set_context(tls.context())
         if will is not None:

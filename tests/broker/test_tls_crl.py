@@ -90,3 +90,17 @@ def test_revocation_list_rejects_foreign_crl(setup, tmp_path: Path) -> None:  # 
     pki.revoke(serials=[dev.certificate.serial_number])
     rl.reload()
     assert rl.is_revoked(dev.certificate.serial_number)
+
+
+def test_lapsed_crl_refuses_everyone(setup) -> None:  # type: ignore[no-untyped-def]
+    """Why the CRL must be refreshed before nextUpdate: a lapsed CRL refuses even valid clients."""
+    from datetime import UTC, datetime, timedelta
+
+    pki, _dev, tls, client = setup
+    index = pki.load_index()
+    index.crl_last_update = None  # allow back-dating this one CRL
+    index.save(pki.paths.index)
+    publish_crl(pki, days=1, now=datetime.now(UTC) - timedelta(days=3))
+    ctx = tls.server_context()
+    assert handshake(ctx, client) == "CRL has expired"
+    assert RevocationList(pki.paths.ca_cert, pki.paths.crl).is_stale()
