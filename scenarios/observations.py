@@ -46,12 +46,17 @@ class OnlineSample:
 class Observations:
     """Everything the checkers and the reports need. Plain data, so tests can build it by hand."""
 
-    produced: dict[tuple[str, str], list[tuple[datetime, float]]] = field(default_factory=dict)
+    # Values each meter served to a successful poll (any time: the served instant can trail the message
+    # timestamp when a poll is retried), and the readings the broker acknowledged, with their values.
+    produced: dict[tuple[str, str], set[float]] = field(default_factory=dict)
+    acked_values: dict[RowKey, float] = field(default_factory=dict)
     expected: set[RowKey] = field(default_factory=set)  # acked readings: what the database must hold
+    lost_on_power_loss: dict[str, int] = field(default_factory=dict)
     published: dict[str, int] = field(default_factory=dict)
     acked: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
-    queued: dict[str, int] = field(default_factory=dict)
+    queued: dict[str, int] = field(default_factory=dict)  # still in a gateway's queue after the drain
+    drained: bool = True  # every gateway's store-and-forward queue was empty at the end
     failed_polls: dict[tuple[str, str], int] = field(default_factory=dict)
     stored: dict[RowKey, StoredRow] = field(default_factory=dict)
     dead_letters: list[DeadLetterRecord] = field(default_factory=list)
@@ -63,13 +68,9 @@ class Observations:
     malformed_sent: dict[str, int] = field(default_factory=dict)  # reason -> count the harness injected
     accounting_snapshot: dict[str, Any] = field(default_factory=dict)
 
-    def produced_keys(self) -> dict[RowKey, float]:
-        """Every produced reading as {(mac, device, time): value} (the last value wins on a repeat)."""
-        out: dict[RowKey, float] = {}
-        for (mac, code), series in self.produced.items():
-            for at, value in series:
-                out[(mac, code, at)] = value
-        return out
+    def was_produced(self, key: RowKey, value: float) -> bool:
+        """True when the meter of `key` served `value` at some poll."""
+        return value in self.produced.get((key[0], key[1]), ())
 
     def stored_per_gateway(self) -> dict[str, int]:
         out: dict[str, int] = {}

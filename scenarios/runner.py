@@ -131,6 +131,7 @@ class _Runner:
         self.fleet: Any = None
         self.start: datetime = datetime.now(UTC)
         self._phase = "starting"
+        self.drained = False
         self._fleet_now = timedelta(0)
         self._active: dict[str, Callable[[], Awaitable[None]]] = {}  # parts faults to revert at the end
 
@@ -176,7 +177,7 @@ class _Runner:
                 self._event("revert", label)
                 await revert()
             self._revert_fleet_faults()
-            drained = await self.fleet.drain(sc.clock.drain_timeout.total_seconds())
+            drained = self.drained = await self.fleet.drain(sc.clock.drain_timeout.total_seconds())
             self._event("drain", "all gateway queues empty" if drained else
                         f"queues not empty after {format_duration(sc.clock.drain_timeout)}")
             self._phase = "settling"
@@ -368,7 +369,7 @@ class _Runner:
 
     async def _settle(self) -> None:
         """Wait until the database holds every acked reading (or nothing changes for the settle timeout)."""
-        want = len(self.fleet.accounting.expected_rows())
+        want = self.fleet.accounting.expected_count()
         deadline = time.monotonic() + self.options.settle_timeout_s
         last = -1
         while time.monotonic() < deadline:
@@ -391,15 +392,19 @@ class _Runner:
     def _observe(self) -> Observations:
         acc = self.fleet.accounting
         obs = Observations(gateway_codes={g.mac: g.code for g in self.sc.fleet.gateways})
-        obs.produced = {k: list(v) for k, v in acc.produced.items()}
-        obs.expected = set(acc.expected_rows())
+        for key in list(acc.produced):
+            obs.produced[key] = {value for _, value in acc.produced[key]}
+        for g in self.sc.fleet.gateways:
+            for d in g.gateway.devices:
+                for at, value in acc.acked_readings(g.mac, d.code):
+                    obs.acked_values[(g.mac, d.code, at)] = value
+        obs.expected = set(acc.iter_expected_rows())
         obs.published, obs.acked, obs.dropped = dict(acc.published), dict(acc.acked), dict(acc.dropped)
-        obs.failed_polls = dict(getattr(acc, "failed_polls", {}))
-        queued = getattr(acc, "queued", None)
-        if queued is None and hasattr(self.fleet, "queue_depths"):
-            queued = self.fleet.queue_depths()
-        obs.queued = dict(queued or {m: obs.published.get(m, 0) - obs.acked.get(m, 0) - obs.dropped.get(m, 0)
-                                     for m in obs.published})
+        obs.lost_on_power_loss = dict(getattr(acc, "lost_on_power_loss", {}))
+        obs.failed_polls = dict(acc.failed_polls)
+        obs.drained = self.drained
+        if hasattr(self.fleet, "queue_depths"):
+            obs.queued = dict(self.fleet.queue_depths())
         try:
             obs.accounting_snapshot = json.loads(json.dumps(acc.snapshot(), default=str))
         except Exception as exc:  # a report detail: never worth failing the run

@@ -50,9 +50,10 @@ def good_observations() -> Observations:
     obs = Observations(gateway_codes={A: "GA", B: "GB"})
     for mac in (A, B):
         series = [(T0 + timedelta(minutes=5 * i), 100.0 + i) for i in range(3)]
-        obs.produced[(mac, "E1")] = series
+        obs.produced[(mac, "E1")] = {v for _, v in series}
         for i, (at, value) in enumerate(series):
             obs.expected.add((mac, "E1", at))
+            obs.acked_values[(mac, "E1", at)] = value
             obs.stored[(mac, "E1", at)] = StoredRow(value, 1000 + i)
         obs.published[mac] = obs.acked[mac] = 3
         obs.dropped[mac] = obs.queued[mac] = 0
@@ -87,17 +88,22 @@ def test_phantom_and_wrong_value_rows_fail() -> None:
     obs.stored[(B, "E1", T0)] = StoredRow(99.0, 1000)
     result = verdicts(obs)
     ok, message = result["readings_stored_equal_produced"]
-    assert not ok and "1 stored rows no meter produced" in message and "stored 99.0 produced 100.0" in message
+    assert not ok and "1 stored rows no meter produced" in message and "stored 99.0 published 100.0" in message
     assert not result["no_duplicates"][0]
 
 
 def test_unbalanced_accounting_and_unacked_messages_fail() -> None:
     obs = good_observations()
-    obs.published[B] = 5
-    obs.queued[B] = 1
+    obs.published[B] = 2
+    obs.dropped[A] = 1
+    obs.published[A] = 4
     result = verdicts(obs)
-    assert "published 5 != acked+dropped+queued 4" in result["no_duplicates"][1]
-    assert not result["all_published_acked"][0] and "GB published 5 acked 3" in result["all_published_acked"][1]
+    assert "GB acked+dropped 3 > published 2" in result["no_duplicates"][1]
+    ok, message = result["all_published_acked"]
+    assert not ok and "GA published 4 acked 3 dropped 1" in message
+    obs.dropped[A] = 0
+    obs.drained = False
+    assert "not empty after the drain" in verdicts(obs)["all_published_acked"][1]
 
 
 def test_out_of_order_commit_fails_in_order() -> None:
