@@ -132,6 +132,13 @@ class EmbeddedBroker:
         if broker is not None:
             await broker.shutdown()
 
+    def update_acl(self, acl: Acl) -> None:
+        """Swap the topic rules (e.g. after the registry gained a legacy gateway); applies to the next
+        publish/subscribe/delivery check. Existing subscriptions stay, but deliveries are checked."""
+        self.acl = acl
+        if isinstance(self.policy, PlainPolicy):
+            self.policy.acl = acl
+
     async def reload_crl(self, *, disconnect_revoked: bool = True) -> list[str]:
         """Read the CRL file again; new connections see it at once.
 

@@ -111,3 +111,21 @@ def test_module_entry_point_prints_ready_and_stops_on_sigterm() -> None:
         proc.terminate()
         assert proc.wait(10) == 0
     assert "RuntimeWarning" not in proc.stderr.read()  # type: ignore[union-attr]
+
+
+def test_plain_mode_with_acl_applies_rules_to_client_id() -> None:
+    from tds_core.broker.acl import Acl
+    from tds_core.broker.embedded import EmbeddedBroker, ThreadedBroker
+
+    with ThreadedBroker(EmbeddedBroker(acl=Acl.build(["tds-consumer"]))) as tb:
+        consumer = _client(tb, "tds-consumer")
+        consumer.subscribe("tds_new/devices/+/telemetry")
+        dev = _client(tb, "aa:bb:cc:dd:ee:01")
+        assert dev.subscribe("#") == [128]
+        dev.publish("tds_new/devices/aa:bb:cc:dd:ee:02/telemetry", b"forged")
+        dev.publish("tds_new/devices/aa:bb:cc:dd:ee:01/telemetry", b"ok")
+        assert consumer.get().payload == b"ok"
+        tb.broker.update_acl(Acl.build(["tds-consumer", "aa:bb:cc:dd:ee:01"]))
+        assert dev.subscribe("tds_new/devices/+/telemetry") == [1]
+        dev.disconnect()
+        consumer.disconnect()

@@ -18,7 +18,6 @@ from security_matrix import (
     DEV_A,
     DEV_B,
     DEV_EXPIRED,
-    DEV_LIVE_REVOKE,
     DEV_REVOKED,
     LEGACY,
     BrokerUnderTest,
@@ -46,7 +45,7 @@ def identities(tmp_path_factory: pytest.TempPathFactory) -> Identities:
 
     for cn in CONSUMERS:
         add(cn, pki.issue_consumer(cn))
-    for mac in (DEV_A, DEV_B, DEV_REVOKED, DEV_LIVE_REVOKE):
+    for mac in (DEV_A, DEV_B, DEV_REVOKED):
         add(mac, pki.issue_device(mac))
     add(DEV_EXPIRED, pki.issue_device(DEV_EXPIRED, not_before=datetime.now(UTC) - timedelta(days=30), days=1))
     pki.revoke(cn=DEV_REVOKED, reason="key_compromise")
