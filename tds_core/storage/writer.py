@@ -1,10 +1,17 @@
 """The batch writer: readings, gateway liveness and dead letters of one batch in ONE transaction.
 
-Per batch: binary COPY into a temporary staging table, `INSERT INTO readings … ON CONFLICT DO NOTHING`
-(redelivered readings are dropped, never duplicated), on plain PostgreSQL the (device, hour) buckets of the
-rows actually inserted go to the invalidation log, `gateways.last_seen/online` are advanced, dead letters
-are inserted (deduplicated by digest), then one commit. The caller acknowledges the batch's messages only
-after `write()` returned.
+Per batch: the readings are stored idempotently (below), on plain PostgreSQL the (device, hour) buckets of
+the rows actually inserted go to the invalidation log, `gateways.last_seen/online` are advanced, dead
+letters are inserted (deduplicated by digest), then one commit. The caller acknowledges the batch's
+messages only after `write()` returned.
+
+Readings, two paths with the same outcome. Safe path: binary COPY into a temporary staging table, then
+`INSERT INTO readings … ON CONFLICT DO NOTHING` (redelivered readings are dropped, never duplicated).
+Fast path, tried first: binary COPY straight into `readings` inside a savepoint. A plain COPY fails as a
+whole on one duplicate key, so a batch holding any already-stored reading rolls back to the savepoint and
+takes the safe path; after such a batch the next one goes straight to the safe path (redeliveries come in
+bursts) until a batch turns out clean. Measured on this machine: the fast path is about twice the
+throughput of the safe one (bench/bench_writer.py).
 
 Failure contract: on any database error the transaction is rolled back and the error propagates; nothing
 of the batch is stored (rows, liveness and dead letters go together). The caller retries the same batch
@@ -42,6 +49,13 @@ _CREATE_STAGING = f"""
 """
 _COPY = f"COPY {_STAGING} (time, device_id, gateway_id, tenant_id, value) FROM STDIN (FORMAT BINARY)"
 _COPY_TYPES = ("timestamptz", "int8", "int8", "int8", "float8")
+
+_COPY_DIRECT = "COPY readings (time, device_id, gateway_id, tenant_id, value) FROM STDIN (FORMAT BINARY)"
+# Fast path's invalidations: (device, hour since the epoch) pairs computed by the client.
+_DIRTY_FROM_KEYS = """
+    INSERT INTO readings_dirty (device_id, bucket)
+    SELECT d, to_timestamp(h * 3600) FROM unnest(%s::bigint[], %s::bigint[]) AS u(d, h)
+"""
 
 # Rows go in (device, time) order: two consumers inserting overlapping redeliveries then wait for each
 # other in the same order instead of deadlocking on the unique index.
@@ -89,8 +103,12 @@ class WriteResult:
 class BatchWriter:
     """Writes batches through one connection. Not thread-safe: one writer per connection and thread."""
 
-    def __init__(self, conn: psycopg.Connection, backend: Backend | None = None) -> None:
+    def __init__(
+        self, conn: psycopg.Connection, backend: Backend | None = None, *, fast_path: bool = True
+    ) -> None:
         self._known_days: set[date] = set()
+        self.fast_path = fast_path
+        self._expect_duplicates = False
         self.backend: Backend = backend or self._read_backend(conn)
         self.rebind(conn)
 
@@ -124,7 +142,9 @@ class BatchWriter:
         """
         conn = self.conn
         if conn.closed:
-            raise psycopg.OperationalError("BatchWriter: the connection is closed; reconnect and call rebind()")
+            raise psycopg.OperationalError(
+                "BatchWriter: the connection is closed; reconnect and call rebind()"
+            )
         if conn.info.transaction_status != pq.TransactionStatus.IDLE:
             raise RuntimeError(
                 "BatchWriter.write needs an idle connection (no open transaction): it commits the batch itself"
@@ -132,20 +152,25 @@ class BatchWriter:
         if not rows and not seen_gateways and not dead_letters:
             return WriteResult(0, 0, 0)
         if rows and self.backend == "postgres":
-            self._ensure_days(rows)
+            try:
+                self._ensure_days(rows)
+            except TypeError as exc:  # min()/max() over naive and aware datetimes
+                raise ValueError(f"rows: expected timezone-aware datetimes: {exc}") from exc
         try:
             with conn.transaction():
                 inserted = self._insert_rows(rows) if rows else 0
                 if seen_gateways:
                     self._touch_gateways(seen_gateways)
                 stored_dead = self._insert_dead_letters(dead_letters) if dead_letters else 0
-        except Exception:
+        except Exception as exc:
             # A partition may have been dropped by retention meanwhile, or the session lost: start afresh.
             self._known_days.clear()
             self._staging_ready = False
+            if isinstance(exc, TypeError):  # psycopg could not encode a row (e.g. a naive datetime)
+                raise ValueError(
+                    f"rows: expected (timezone-aware datetime, int, int, int, float) tuples: {exc}"
+                ) from exc
             raise
-        if rows:
-            self._staging_ready = True  # the temporary table now exists for this session
         return WriteResult(inserted, len(rows) - inserted, stored_dead)
 
     def _ensure_days(self, rows: Sequence[Row]) -> None:
@@ -168,9 +193,36 @@ class BatchWriter:
         self._known_days.update(missing)
 
     def _insert_rows(self, rows: Sequence[Row]) -> int:
+        if self.fast_path and not self._expect_duplicates:
+            try:
+                with self.conn.transaction():  # a savepoint inside the batch's transaction
+                    self._copy_direct(rows)
+                return len(rows)
+            except psycopg.errors.UniqueViolation:
+                self._expect_duplicates = True  # a redelivery: this batch and the next take the safe path
+        inserted = self._insert_via_staging(rows)
+        self._expect_duplicates = inserted < len(rows)
+        return inserted
+
+    def _copy_direct(self, rows: Sequence[Row]) -> None:
+        with self.conn.cursor() as cur:
+            with cur.copy(_COPY_DIRECT) as copy:
+                copy.set_types(_COPY_TYPES)
+                write_row = copy.write_row
+                for row in rows:
+                    write_row(row)
+            if self.backend == "postgres":
+                # Every row was inserted: its (device, UTC hour) bucket is invalid. timestamp() is UTC-based
+                # whatever the datetime's zone.
+                keys = {(row[1], int(row[0].timestamp() // 3600)) for row in rows}
+                devices, hours = zip(*keys, strict=True)
+                cur.execute(_DIRTY_FROM_KEYS, (list(devices), list(hours)))
+
+    def _insert_via_staging(self, rows: Sequence[Row]) -> int:
         conn = self.conn
         if not self._staging_ready:
             conn.execute(_CREATE_STAGING)
+            self._staging_ready = True  # reset by write() if this transaction rolls back
         with conn.cursor() as cur:
             with cur.copy(_COPY) as copy:
                 copy.set_types(_COPY_TYPES)
