@@ -19,7 +19,10 @@ def _build(cls: type, **values: Any) -> Any:
 
 def gateway_specs(fleet: ScenarioFleet) -> list[Any]:
     """One GatewaySpec per simulated gateway, in fleet order."""
-    from simulators.fleet import GatewaySpec, MeterSpec
+    try:
+        from simulators.fleet import GatewaySpec, MeterSpec
+    except ImportError:  # the specs live in their own module; the engine may re-export them or not
+        from simulators.fleet_spec import GatewaySpec, MeterSpec
 
     out = []
     for g in fleet.gateways:
