@@ -54,6 +54,9 @@ def apply_retention(conn: psycopg.Connection, backend: Backend, keep: timedelta)
         )
     hourly = min(_HOURLY_WINDOW, keep - margin)
     with conn.transaction():
+        if _retention_policy_is(conn, keep):
+            rows = conn.execute("SELECT drop_chunks('readings', older_than => %s)", (keep,)).fetchall()
+            return [r[0] for r in rows]
         conn.execute("SELECT remove_retention_policy('readings', if_exists => true)")
         conn.execute("SELECT add_retention_policy('readings', drop_after => %s)", (keep,))
         for view, window, schedule in (
@@ -71,6 +74,18 @@ def apply_retention(conn: psycopg.Connection, backend: Backend, keep: timedelta)
     if dropped:
         log.info("retention dropped %d chunks", len(dropped))
     return dropped
+
+
+def _retention_policy_is(conn: psycopg.Connection, keep: timedelta) -> bool:
+    """True when the readings retention policy already drops after `keep` (policies need no re-creation)."""
+    row = conn.execute(
+        """
+        SELECT (config->>'drop_after')::interval = %s::interval FROM timescaledb_information.jobs
+        WHERE proc_name = 'policy_retention' AND hypertable_name = 'readings'
+        """,
+        (keep,),
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def maintain(conn: psycopg.Connection, now: datetime | None = None) -> MaintenanceReport:
