@@ -6,7 +6,8 @@ Without --dsn an embedded PostgreSQL is started in a temporary directory. Each l
 database: `partitioned` is the plain backend as migrated (daily partitions, unique (device, time), dirty
 log); `seed_indexes` adds the seed's (tenant, time) and (gateway, time) indexes; `flat` is one
 unpartitioned table with the unique key only (the writer's TimescaleDB path: no partition check, no dirty
-log), the floor to compare against.
+log), the floor to compare against; `timescale` is the TimescaleDB backend as migrated (hypertable, the
+seed's three indexes), which needs --dsn of a server with TimescaleDB.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from tds_core.storage.embedded import EmbeddedPostgres
 from tds_core.storage.migrate import migrate
 from tds_core.storage.writer import BatchWriter
 
-LAYOUTS = ("partitioned", "seed_indexes", "flat")
+LAYOUTS = ("partitioned", "seed_indexes", "flat", "timescale")
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def fresh_database(admin_dsn: str, layout: str) -> Iterator[str]:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     dsn = _with_dbname(admin_dsn, name)
     try:
-        migrate(dsn, backend="postgres")
+        migrate(dsn, backend="timescale" if layout == "timescale" else "postgres")
         with psycopg.connect(dsn, autocommit=True) as conn:
             if layout == "seed_indexes":
                 conn.execute("CREATE INDEX readings_tenant_time_idx ON readings (tenant_id, time DESC)")
@@ -84,14 +85,18 @@ def fresh_database(admin_dsn: str, layout: str) -> Iterator[str]:
                     """CREATE TABLE readings (time timestamptz NOT NULL, device_id bigint NOT NULL,
                        gateway_id bigint NOT NULL, tenant_id bigint NOT NULL, value double precision NOT NULL)"""
                 )
-                conn.execute("CREATE UNIQUE INDEX readings_device_time_idx ON readings (device_id, time DESC)")
+                conn.execute(
+                    "CREATE UNIQUE INDEX readings_device_time_idx ON readings (device_id, time DESC)"
+                )
         yield dsn
     finally:
         with psycopg.connect(admin_dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def seed(conn: psycopg.Connection, tenants: int, gateways: int, devices_per_gateway: int) -> list[tuple[int, int, int]]:
+def seed(
+    conn: psycopg.Connection, tenants: int, gateways: int, devices_per_gateway: int
+) -> list[tuple[int, int, int]]:
     """Create the registry; return (device_id, gateway_id, tenant_id) for every device."""
     out: list[tuple[int, int, int]] = []
     with conn.transaction():
@@ -140,7 +145,9 @@ def measure(dsn: str, layout: str, batches: list[tuple[list, dict]], batch: int)
     """Write every batch (fresh), then all again (100% redelivery)."""
     runs = []
     with psycopg.connect(dsn) as conn:
-        writer = BatchWriter(conn, backend="timescale" if layout == "flat" else "postgres")
+        writer = BatchWriter(
+            conn, backend="postgres" if layout in ("partitioned", "seed_indexes") else "timescale"
+        )
         for phase in ("fresh", "redelivery"):
             latencies = []
             total = 0
@@ -177,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_writer", description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="readings per pass (default 1,000,000)")
     parser.add_argument("--batch", default="1000,5000,10000", help="batch sizes, comma-separated")
-    parser.add_argument("--layout", default=",".join(LAYOUTS), help=f"comma-separated of {', '.join(LAYOUTS)}")
+    parser.add_argument(
+        "--layout", default=",".join(LAYOUTS[:3]), help=f"comma-separated of {', '.join(LAYOUTS)}"
+    )
     parser.add_argument("--dsn", help="admin DSN of a PostgreSQL server (default: embedded, temporary)")
     args = parser.parse_args(argv)
     try:
