@@ -45,7 +45,7 @@ class RunResult:
         lat = obs.latencies_ms
         return {
             "gateways": len(obs.gateway_codes),
-            "readings_produced": sum(len(s) for s in obs.produced.values()),
+            "distinct_values_served": sum(len(s) for s in obs.produced.values()),
             "readings_acked": len(obs.expected),
             "rows_stored": len(obs.stored),
             "messages_published": sum(obs.published.values()),
