@@ -298,13 +298,14 @@ class Consumer:
                 raise Rejection(Reason.UNKNOWN_GATEWAY, f"status topic: {info.mac!r} is not in the registry")
             if gateway.revoked:
                 raise Rejection(Reason.GATEWAY_REVOKED, f"gateway {gateway.code} ({gateway.mac}) is revoked")
-            text = message.payload.decode("utf-8", "replace").strip()
-            if text not in (STATUS_ONLINE, STATUS_OFFLINE):
+            status = message.payload.strip()
+            if status not in (STATUS_ONLINE, STATUS_OFFLINE):
                 raise Rejection(
                     Reason.WRONG_TYPE,
-                    f"status: expected {STATUS_ONLINE!r} or {STATUS_OFFLINE!r}, got {text[:60]!r}",
+                    f"status: expected {STATUS_ONLINE.decode()!r} or {STATUS_OFFLINE.decode()!r}, "
+                    f"got {status[:60].decode('utf-8', 'replace')!r}",
                 )
-            return gateway.mac, text == STATUS_ONLINE
+            return gateway.mac, status == STATUS_ONLINE
         except Rejection as rejection:
             return dead_letter(message, rejection.reason, rejection.detail)
 

@@ -69,20 +69,27 @@ def test_both_formats_are_stored_once_and_bad_messages_dead_lettered(registry_ds
         publisher.close()
 
 
-def test_lwt_and_silence_mark_gateways_offline(registry_dsn: str, amqtt_broker) -> None:
+def test_status_messages_and_silence_drive_online(registry_dsn: str, amqtt_broker) -> None:
     url = amqtt_broker.url
     publisher = Publisher(url)
+    online = "SELECT online FROM gateways WHERE mac = %s"
     try:
-        with running_consumer(registry_dsn, url, offline_after=timedelta(seconds=1)):
+        # Silence window far longer than the test: only status messages can change `online` here.
+        with running_consumer(registry_dsn, url):
             publisher.publish_all([v1_message(0, mac=V1_MACS[0]), v1_message(1, mac=V1_MACS[1])])
             wait_until(lambda: _count(registry_dsn, "SELECT count(*) FROM gateways WHERE online") == 2,
                        what="two gateways online")
-            publisher.publish(status_topic(V1_MACS[0]), b"offline")  # what its LWT would say
-            wait_until(lambda: _count(registry_dsn, "SELECT count(*) FROM gateways WHERE mac = %s AND NOT online",
-                                      (V1_MACS[0],)) == 1, what="LWT offline")
-            # The other goes silent: the liveness sweep takes it offline after `offline_after`.
+            publisher.publish(status_topic(V1_MACS[0]), b"offline")  # what its LWT says
+            wait_until(lambda: _count(registry_dsn, online, (V1_MACS[0],)) is False, what="LWT offline")
+            publisher.publish(status_topic(V1_MACS[0]), b"online")  # it came back
+            wait_until(lambda: _count(registry_dsn, online, (V1_MACS[0],)) is True, what="online again")
+            publisher.publish(status_topic(V1_MACS[0]), b"rebooting")  # not a status: dead-lettered
+            wait_until(lambda: _count(registry_dsn, "SELECT count(*) FROM dead_letters") == 1, what="dead letter")
+            assert _count(registry_dsn, "SELECT reason FROM dead_letters") == "wrong_type"
+        # The other gateway goes silent: the liveness sweep takes both offline after `offline_after`.
+        with running_consumer(registry_dsn, url, offline_after=timedelta(seconds=1)):
             wait_until(lambda: _count(registry_dsn, "SELECT count(*) FROM gateways WHERE online") == 0,
-                       what="silent gateway offline")
+                       what="silent gateways offline")
     finally:
         publisher.close()
 
