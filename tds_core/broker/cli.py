@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+from tds_core.broker.crlwatch import CrlWatcher
 from tds_core.broker.embedded import _parse_legacy, add_broker_arguments, broker_from_args, serve
 from tds_core.broker.mosquitto import MosquittoProcess, write_config
 
@@ -40,7 +41,8 @@ def _write(args: argparse.Namespace, out: Path) -> Path:
 def _cmd_config(args: argparse.Namespace) -> int:
     conf = _write(args, args.out)
     print(f"wrote {conf} and {conf.parent / 'acl.conf'}")
-    print(f"run: mosquitto -c {conf}   (reload after a revocation: kill -HUP <pid>)")
+    print(f"run: mosquitto -c {conf}   (reload after a revocation: kill -HUP <pid>; `tds broker run --mosquitto` "
+          "does it by itself)")
     return 0
 
 
@@ -56,6 +58,8 @@ def _run_mosquitto(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, lambda *_: proc.reload())
     proc.start()
+    # Mosquitto reads a replaced CRL only after SIGHUP (FIELD-NOTES): send it whenever crl.pem changes.
+    watcher = CrlWatcher(_pki_dir(args.pki) / "crl.pem", proc.reload).start()
     print(f"READY {args.host}:{args.port}", flush=True)
     try:
         while not stop.wait(0.5):
@@ -63,6 +67,7 @@ def _run_mosquitto(args: argparse.Namespace) -> int:
                 print("error: mosquitto exited", file=sys.stderr)
                 return 1
     finally:
+        watcher.stop()
         proc.stop()
     return 0
 

@@ -5,7 +5,8 @@ offline subscriber and resend unacknowledged ones on reconnect. mTLS mode: clien
 CA required, CRL checked, username = certificate CN, client id must equal the CN, topic ACL applied.
 
 Run as a process: ``python -m tds_core.broker.embedded --host 127.0.0.1 --port 0 [--tls-dir DIR]``
-prints ``READY host:port`` once listening, reloads the CRL on SIGHUP, stops on SIGTERM/SIGINT.
+prints ``READY host:port`` once listening, reloads the CRL on SIGHUP or when crl.pem changes, stops on
+SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -275,11 +276,19 @@ async def serve(broker: EmbeddedBroker) -> None:
         task.add_done_callback(lambda t: t.exception() and log.error("CRL reload failed: %s", t.exception()))
 
     loop.add_signal_handler(signal.SIGHUP, _reload)
+    watcher = None
+    if broker.tls is not None and broker.tls.crl_file is not None:
+        # A revocation (`tds pki revoke` rewrites crl.pem) reaches the broker without a SIGHUP.
+        from tds_core.broker.crlwatch import CrlWatcher
+
+        watcher = CrlWatcher(broker.tls.crl_file, lambda: loop.call_soon_threadsafe(_reload)).start()
     await broker.start()
     print(f"READY {broker.host}:{broker.port}", flush=True)
     try:
         await stop.wait()
     finally:
+        if watcher is not None:
+            watcher.stop()
         await broker.stop()
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 
 import psycopg
 from psycopg import errors
@@ -45,8 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sp.add_argument("--tenant", metavar="CODE", help="only this tenant's gateways")
     sp = add("show", _show, "show one gateway and its devices")
     sp.add_argument("mac", metavar="MAC")
-    sp = add("revoke", _revoke, "mark a gateway revoked: ingest dead-letters its messages from now on")
+    sp = add("revoke", _revoke, "revoke a gateway: ingest dead-letters its messages from now on; with a PKI, its "
+             "certificates are revoked and the CRL republished (brokers run by `tds broker run` reload it)")
     sp.add_argument("mac", metavar="MAC")
+    sp.add_argument("--pki", type=Path, help="PKI directory (default $TDS_PKI_DIR or .tds/pki, when it exists)")
     sp = add("reinstate", _reinstate, "undo a revocation")
     sp.add_argument("mac", metavar="MAC")
 
@@ -142,7 +145,31 @@ def _set_status(args: argparse.Namespace, action: Callable[[psycopg.Connection, 
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    return _set_status(args, revoke_gateway, "revoked")
+    code = _set_status(args, revoke_gateway, "revoked")
+    if code == 0:
+        code = _revoke_certificates(args.mac, args.pki)
+    return code
+
+
+def _revoke_certificates(mac: str, pki_dir: Path | None) -> int:
+    """Revoke the gateway's device certificates too, so the broker refuses its next connection."""
+    from tds_core.pki import Pki
+    from tds_core.pki.cli import default_pki_dir
+
+    directory = pki_dir or default_pki_dir()
+    if not (directory / "index.json").exists():
+        if pki_dir is not None:
+            return _fail(f"--pki {directory}: no PKI there (tds pki init)", 2)
+        print(f"no PKI at {directory}: certificates unchanged (ingest refuses the gateway regardless)")
+        return 0
+    try:
+        revoked = Pki(directory).revoke(cn=mac, reason="cessation_of_operation")
+    except ValueError as exc:  # no valid certificate for that CN: nothing to do, but say so
+        print(f"certificates: {exc}")
+        return 0
+    serials = ", ".join(str(e.serial) for e in revoked)
+    print(f"revoked certificate(s) {serials}; CRL republished at {directory / 'crl.pem'}")
+    return 0
 
 
 def _reinstate(args: argparse.Namespace) -> int:
