@@ -332,6 +332,9 @@ def run_tds(env: BenchEnv, cfg: IngestBenchConfig, rate: float) -> dict:
         "publishers": {k: v for k, v in pubs.items() if k not in ("first_publish", "last_publish")},
         "loss": loss,
         "cpu_pct": cpu,
+        "consumer_threads_cpu_pct": meter.threads,
+        "cpu_us_per_msg": {k: round(v / 100.0 * cfg.duration / in_window * 1e6, 1) for k, v in cpu.items()}
+        if in_window else {},
         "window_s": cfg.duration,
     }
 

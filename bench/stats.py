@@ -54,6 +54,8 @@ class CpuMeter:
     _t0: float = 0.0
     _c0: dict[str, dict[int, float]] = field(default_factory=dict)
     result: dict[str, float] = field(default_factory=dict)
+    threads: dict[str, float] = field(default_factory=dict)  # this process, by thread name
+    _th0: dict[str, float] = field(default_factory=dict)
 
     @staticmethod
     def _sample(pids: list[int]) -> dict[int, float]:
@@ -72,9 +74,22 @@ class CpuMeter:
                     continue
         return out
 
+    @staticmethod
+    def _threads() -> dict[str, float]:
+        """CPU seconds of this process's threads, by thread name (where the consumer's time goes)."""
+        import threading
+
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        out: dict[str, float] = {}
+        for th in psutil.Process().threads():
+            name = names.get(th.id, "other")
+            out[name] = out.get(name, 0.0) + th.user_time + th.system_time
+        return out
+
     def start(self) -> None:
         self._t0 = time.monotonic()
         self._c0 = {name: self._sample(pids) for name, pids in self.groups.items()}
+        self._th0 = self._threads()
 
     def stop(self) -> dict[str, float]:
         wall = max(1e-9, time.monotonic() - self._t0)
@@ -84,4 +99,6 @@ class CpuMeter:
             # Processes born during the window count from zero; ones that died are lost (rare: backends).
             used = sum(now[p] - before.get(p, 0.0) for p in now)
             self.result[name] = round(100.0 * used / wall, 1)
+        th1 = self._threads()
+        self.threads = {n: round(100.0 * (v - self._th0.get(n, 0.0)) / wall, 1) for n, v in th1.items()}
         return self.result
