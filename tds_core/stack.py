@@ -130,7 +130,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from tds_core.ingest.cli import add_consumer_arguments
 
     p = subparsers.add_parser("up", help="run database, broker and consumer together (embedded by default)")
-    p.add_argument("--database-url", help="use this PostgreSQL instead of the embedded one")
+    p.add_argument("--database-url", "--dsn", dest="database_url",
+                   help="use this PostgreSQL instead of the embedded one")
     p.add_argument("--broker-url", help="use this broker instead of starting the embedded one")
     p.add_argument("--broker-host", default="127.0.0.1", help="embedded broker address (default 127.0.0.1)")
     p.add_argument("--broker-port", type=int, default=1883, help="embedded broker port (0 = any free port)")

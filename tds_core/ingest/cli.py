@@ -97,7 +97,8 @@ def _handle(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `tds ingest`."""
     p = subparsers.add_parser("ingest", help="run the MQTT consumer (MQTT -> database)")
-    p.add_argument("--database-url", help="PostgreSQL DSN (default $TDS_DATABASE_URL, else the embedded one)")
+    p.add_argument("--database-url", "--dsn", dest="database_url",
+                   help="PostgreSQL DSN (default $TDS_DATABASE_URL, else the embedded one)")
     p.add_argument("--broker-url", help="mqtt://HOST:PORT or mqtts://HOST:PORT (default $TDS_BROKER_URL)")
     add_consumer_arguments(p)
     p.set_defaults(handler=_handle)
