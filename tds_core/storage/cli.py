@@ -59,8 +59,12 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
 
 def _dsn_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--database-url", "--dsn", dest="dsn",
-                        help="database URL (default: $TDS_DATABASE_URL, else the embedded server)")
+    parser.add_argument(
+        "--database-url",
+        "--dsn",
+        dest="dsn",
+        help="database URL (default: $TDS_DATABASE_URL, else the embedded server)",
+    )
 
 
 def _dsn(args: argparse.Namespace) -> str:

@@ -88,8 +88,12 @@ class Registry:
 def seed_registry(conn: psycopg.Connection) -> Registry:
     """Insert two tenants with a gateway and devices each; commit; return their ids."""
     with conn.transaction():
-        ta = conn.execute("INSERT INTO tenants (code, name) VALUES ('ta', 'Tenant A') RETURNING id").fetchone()[0]
-        tb = conn.execute("INSERT INTO tenants (code, name) VALUES ('tb', 'Tenant B') RETURNING id").fetchone()[0]
+        ta = conn.execute(
+            "INSERT INTO tenants (code, name) VALUES ('ta', 'Tenant A') RETURNING id"
+        ).fetchone()[0]
+        tb = conn.execute(
+            "INSERT INTO tenants (code, name) VALUES ('tb', 'Tenant B') RETURNING id"
+        ).fetchone()[0]
         gw_sql = "INSERT INTO gateways (tenant_id, mac, code) VALUES (%s, %s, %s) RETURNING id"
         ga = conn.execute(gw_sql, (ta, "aa:bb:cc:dd:ee:01", "GW-A")).fetchone()[0]
         gb = conn.execute(gw_sql, (tb, "aa:bb:cc:dd:ee:02", "GW-B")).fetchone()[0]
