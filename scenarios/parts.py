@@ -21,9 +21,11 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -168,8 +170,9 @@ protocol mqtt
 class Broker:
     """The scenario's broker: started on a port chosen at run time, restartable on the same port."""
 
-    def __init__(self, kind: str, *, url: str | None = None, work_dir: Path) -> None:
+    def __init__(self, kind: str, *, url: str | None = None, work_dir: Path, security: Any = None) -> None:
         self.kind, self.url, self.work_dir = kind, url, work_dir
+        self.security = security  # a scenarios.security.ScenarioPki: mTLS, CRL and ACL
         self._proc = None
         self.port: int | None = None
 
@@ -181,24 +184,47 @@ class Broker:
         if self.kind == "embedded":
             from tds_core.stack import BrokerProcess
 
-            self._proc = BrokerProcess("127.0.0.1", self.port or 0)
+            args = self.security.embedded_args() if self.security is not None else []
+            self._proc = BrokerProcess("127.0.0.1", self.port or 0, extra_args=args)
             self.url = self._proc.start()
             self.port = self._proc.port
             return self.url
-        from tds_core.broker.mosquitto import MosquittoProcess, mosquitto_available
+        from tds_core.broker.mosquitto import MosquittoProcess, mosquitto_available, write_config
 
         if not mosquitto_available():
             raise PartUnavailable("broker: mosquitto needs /usr/sbin/mosquitto: apt-get install mosquitto")
         self.port = self.port or free_port()
         data = self.work_dir / "mosquitto"
         data.mkdir(parents=True, exist_ok=True)
-        conf = data / "mosquitto.conf"
-        user = "user root" if os.geteuid() == 0 else ""
-        conf.write_text(_MOSQUITTO_CONF.format(data=data, log=data / "mosquitto.log", port=self.port, user=user))
+        if self.security is not None:
+            # the product's generated config: TLS-only, client certificate required, CRL, ACL, persistence
+            conf = write_config(data, pki_dir=self.security.root, consumer_cns=self.security.consumer_cns,
+                                legacy_gateways=self.security.legacy, port=self.port,
+                                user="root" if os.geteuid() == 0 else None)
+        else:
+            conf = data / "mosquitto.conf"
+            user = "user root" if os.geteuid() == 0 else ""
+            conf.write_text(_MOSQUITTO_CONF.format(data=data, log=data / "mosquitto.log", port=self.port,
+                                                   user=user))
         self._proc = MosquittoProcess(conf, "127.0.0.1", self.port)
         self._proc.start()
-        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.url = f"{'mqtts' if self.security is not None else 'mqtt'}://127.0.0.1:{self.port}"
         return self.url
+
+    def reload_crl(self, timeout: float = 10.0) -> bool:
+        """Make the broker read the CRL again. True when the reload is confirmed (Mosquitto: SIGHUP, then
+        its log line); False when it happens on its own (the embedded broker watches crl.pem)."""
+        if self.kind != "mosquitto" or self._proc is None:
+            return False
+        log_path = self._proc.conf.parent / "mosquitto.log"
+        before = log_path.read_text(errors="replace").count("Reloading config") if log_path.exists() else 0
+        self._proc.reload()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:  # readiness: Mosquitto logs the reload once done
+            if log_path.exists() and log_path.read_text(errors="replace").count("Reloading config") > before:
+                return True
+            time.sleep(0.02)
+        raise RuntimeError(f"mosquitto did not log a config reload within {timeout:.0f}s ({log_path})")
 
     @property
     def restartable(self) -> bool:
@@ -216,9 +242,10 @@ class ConsumerPart:
     """The ingest consumer, in this process or as a child process, on one persistent MQTT session."""
 
     def __init__(self, mode: str, *, database_url: str, broker_url: str, client_id: str, work_dir: Path,
-                 on_commit: Callable | None = None) -> None:
+                 on_commit: Callable | None = None, tls: Any = None) -> None:
         self.mode, self.database_url, self.broker_url = mode, database_url, broker_url
         self.client_id, self.work_dir, self._on_commit = client_id, work_dir, on_commit
+        self.tls = tls  # tds_core.ingest.config.TlsFiles for an mTLS broker (client id = certificate CN)
         self._consumer = None
         self._proc: subprocess.Popen | None = None
         self.kills = 0
@@ -227,7 +254,7 @@ class ConsumerPart:
         from tds_core.ingest.config import IngestConfig
 
         return IngestConfig(database_url=self.database_url, broker_url=self.broker_url, client_id=self.client_id,
-                            liveness_interval=2.0)
+                            liveness_interval=2.0, tls=self.tls)
 
     def start(self, timeout: float = 30.0) -> None:
         """Start consuming; returns once subscribed (in-process) or once the child runs on the session."""
@@ -256,9 +283,28 @@ class ConsumerPart:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "tds_core.cli", "--log-level", "WARNING", "ingest",
                  "--database-url", self.database_url, "--broker-url", self.broker_url,
-                 "--client-id", self.client_id],
+                 "--client-id", self.client_id, *self._tls_args()],
                 stdout=out, stderr=out, stdin=subprocess.DEVNULL)
         log.info("consumer child pid %s (log %s)", self._proc.pid, log_path)
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return ["--ca", self.tls.ca, "--cert", self.tls.cert, "--key", self.tls.key]
+
+    def registry_shows_revoked(self, mac: str, timeout: float) -> bool | None:
+        """Wait until the in-process consumer's registry cache has `mac` revoked (True), or `timeout`
+        (False). None for a child-process consumer: its cache cannot be seen from here."""
+        cache = getattr(self._consumer, "_cache", None)  # the consumer's RegistryCache (NOTIFY-driven)
+        if cache is None:
+            return None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            entry = cache.by_mac(mac)
+            if entry is not None and entry.revoked:
+                return True
+            time.sleep(0.02)  # poll interval on an in-memory flag the cache's thread sets
+        return False
 
     @property
     def pid(self) -> int | None:

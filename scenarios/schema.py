@@ -49,6 +49,20 @@ MALFORMED_KINDS: dict[str, str] = {
     "unknown_device": Reason.UNKNOWN_DEVICE.value,
 }
 REASONS = (*(r.value for r in Reason), "storage_rejected")
+# Attacks the harness can run (scenarios/attacks.py): required keys, optional keys, needs an mTLS broker.
+ATTACKS: dict[str, tuple[set[str], set[str], bool]] = {
+    "valid_publish": ({"attacker"}, set(), False),
+    "publish_as_other": ({"attacker", "victim"}, set(), False),
+    "forged_payload_mac": ({"attacker", "victim"}, set(), False),
+    "bad_certificate": ({"certificate"}, {"victim"}, True),
+    "subscribe_others": ({"attacker", "victim"}, {"filters", "messages"}, True),
+    "join_consumer_group": ({"attacker", "victim"}, {"messages"}, True),
+    "session_takeover": ({"attacker", "victim"}, set(), True),
+    "consumer_publishes_telemetry": ({"victim"}, set(), True),
+    "revoked_gateway_live": ({"gateway"}, set(), False),
+    "tenant_isolation": ({"tenant", "other"}, set(), False),
+}
+BAD_CERTIFICATES = ("expired", "revoked", "other_ca", "none")
 
 
 # ------------------------------------------------------------------------------------------ the model
@@ -59,6 +73,7 @@ class Parts:
 
     broker: str = "embedded"  # embedded | mosquitto | url
     broker_url: str | None = None
+    broker_tls: bool = False  # mTLS with a throwaway PKI per run, CRL and ACL (embedded or mosquitto)
     database: str = "embedded"  # embedded | timescale | dsn
     database_dsn: str | None = None
     consumer: str = "in_process"  # in_process | subprocess
@@ -152,6 +167,8 @@ _EVENT_KINDS = {
     "consumer_kill": {"restart_after", "hold"},
     "database_outage": {"for", "hold"},
     "malformed_messages": {"gateway", "count", "kinds"},
+    "attack": {"kind", "name", "attacker", "victim", "gateway", "certificate", "filters", "messages", "tenant",
+               "other"},
 }
 _EXPECTATION_KINDS = {
     "readings_stored_equal_produced": {"gateways", "group", "min_readings"},
@@ -161,6 +178,7 @@ _EXPECTATION_KINDS = {
     "gateway_online": {"at", "gateways", "group", "online", "settle"},
     "latency": {"p50_ms", "p95_ms", "p99_ms", "max_ms", "min_samples"},
     "all_published_acked": {"gateways", "group"},
+    "attacks_refused": {"attacks"},
 }
 
 
@@ -185,7 +203,9 @@ def parse_scenario(doc: YMap) -> Scenario:
     fleet = parse_scenario_fleet(require_map(doc, "fleet"), seed)
     timeline = tuple(_event(e, clock, fleet) for e in items(require_list(doc, "timeline", default=YList()),
                                                            what="an event like {at: 10m, power_loss: {...}}"))
+    timeline = _name_attacks(timeline, parts, doc.file)
     expectations = _expectations(require_list(doc, "expectations"), clock, fleet, parts)
+    _check_attack_expectations(expectations, timeline, doc)
     if parts.consumer == "in_process" and any(e.kind == "consumer_kill" for e in timeline):
         event = next(e for e in timeline if e.kind == "consumer_kill")
         raise ConfigError("consumer_kill needs `parts: {consumer: subprocess}` (a real process to kill)",
@@ -224,12 +244,21 @@ def _parts(node: Any, doc: YMap) -> Parts:
         raise doc.error("parts", "expected a mapping like {broker: embedded, database: embedded}, "
                                  f"got {node!r}")
     check_keys(node, {"broker", "database", "consumer"})
-    broker, broker_url = _choice_or_url(node, "broker", ("embedded", "mosquitto"), "url",
-                                        ("mqtt://",), "mqtt://HOST:PORT")
+    broker_tls = False
+    if isinstance(node.get("broker"), YMap) and "url" not in node["broker"]:
+        # {kind: embedded|mosquitto, tls: true}
+        b = node["broker"]
+        check_keys(b, {"kind", "tls"}, required={"kind"})
+        broker, broker_url = one_of(b, "kind", ("embedded", "mosquitto")), None
+        broker_tls = require_bool(b, "tls", default=False)
+    else:
+        broker, broker_url = _choice_or_url(node, "broker", ("embedded", "mosquitto"), "url",
+                                            ("mqtt://",), "mqtt://HOST:PORT")
     database, dsn = _choice_or_url(node, "database", ("embedded", "timescale"), "dsn",
                                    ("postgresql://", "postgres://", "host=", "dbname="), "postgresql://...")
     consumer = one_of(node, "consumer", ("in_process", "subprocess"), default="in_process")
-    return Parts(broker, broker_url, database, dsn, consumer)
+    return Parts(broker=broker, broker_url=broker_url, database=database, database_dsn=dsn, consumer=consumer,
+                 broker_tls=broker_tls)
 
 
 def _choice_or_url(node: YMap, key: str, choices: tuple[str, ...], url_key: str, prefixes: tuple[str, ...],
@@ -243,7 +272,9 @@ def _choice_or_url(node: YMap, key: str, choices: tuple[str, ...], url_key: str,
         if not url.startswith(prefixes):
             raise value.error(url_key, f"expected {example}, got {url!r}")
         return url_key, url
-    raise node.error(key, f"expected one of {', '.join(choices)} or {{{url_key}: {example}}}, got {value!r}")
+    extra = " or {kind: embedded|mosquitto, tls: true}" if key == "broker" else ""
+    raise node.error(key, f"expected one of {', '.join(choices)} or {{{url_key}: {example}}}{extra}, "
+                          f"got {value!r}")
 
 
 def _offset(m: YMap, key: str, clock: ClockSpec, *, allow_zero: bool = True) -> timedelta:
@@ -362,6 +393,9 @@ def _event(e: YMap, clock: ClockSpec, fleet: ScenarioFleet) -> Event:
                     raise kinds.error(i, f"expected one of {', '.join(MALFORMED_KINDS)}, got {k!r}"
                                      f"{suggest(k, MALFORMED_KINDS)}")
         params["kinds"] = tuple(kinds)
+    elif kind == "attack":
+        params = _attack(body, fleet)
+        target = Selector(tuple(params[k] for k in ("attacker", "victim", "gateway") if k in params))
     if kind in ("broker_restart", "consumer_kill", "database_outage") and "hold" in body:
         hold = require(body, "hold", lambda v: parse_duration(v, allow_zero=True), expected=DURATION_EXPECTED)
     return Event(kind, at, duration, target, params, hold, e.line)
@@ -386,8 +420,12 @@ def _expectations(lst: YList, clock: ClockSpec, fleet: ScenarioFleet,
                 body.file, body.line, body.path, body._lines = item.file, item.line, item.child_path(kind), {}
             elif isinstance(raw, YMap):
                 body = raw
+            elif kind == "attacks_refused" and raw == "all":
+                body = YMap()
+                body.file, body.line, body.path, body._lines = item.file, item.line, item.child_path(kind), {}
             else:
-                raise item.error(kind, f"expected a mapping of settings, got {raw!r}")
+                hint = " (or `all`)" if kind == "attacks_refused" else ""
+                raise item.error(kind, f"expected a mapping of settings{hint}, got {raw!r}")
         else:
             raise lst.error(i, "expected an expectation name or a one-key mapping like "
                                "{latency: {p95_ms: 500}}")
@@ -416,13 +454,19 @@ def _expectation(kind: str, body: YMap, clock: ClockSpec, fleet: ScenarioFleet, 
         else:
             counts_node, strict = body, True
         counts: dict[str, int] = {}
+        at_least: dict[str, int] = {}
         for reason in counts_node:
             if reason not in REASONS:
                 hint = suggest(reason, REASONS) or ""
                 raise counts_node.error(reason, f"unknown dead-letter reason{hint}")
+            value = counts_node[reason]
+            if isinstance(value, str) and re.fullmatch(r"\d+\+", value.strip()):
+                at_least[reason] = int(value.strip()[:-1])  # "1+": at least one (a count the run decides)
+                continue
             counts[reason] = require_int(counts_node, reason, min=0)
-        desc = ", ".join(f"{k}={v}" for k, v in counts.items()) or "none"
-        return Expectation(kind, f"dead_letters[{desc}]", {"counts": counts, "strict": strict}, line=line)
+        desc = ", ".join([f"{k}={v}" for k, v in counts.items()] + [f"{k}>={v}" for k, v in at_least.items()])
+        return Expectation(kind, f"dead_letters[{desc or 'none'}]",
+                           {"counts": counts, "strict": strict, "at_least": at_least}, line=line)
     check_keys(body, _EXPECTATION_KINDS[kind])
     target = _selector(body, fleet) if {"gateways", "group"} & set(body) else Selector()
     suffix = f"[{target.describe()}]" if target.gateways or target.groups else ""
@@ -436,6 +480,12 @@ def _expectation(kind: str, body: YMap, clock: ClockSpec, fleet: ScenarioFleet, 
         params["settle"] = require(body, "settle", parse_duration, expected=DURATION_EXPECTED,
                                    default=timedelta(seconds=15))
         suffix = f"[{target.describe()} {'online' if params['online'] else 'offline'} at {body['at']}]"
+    elif kind == "attacks_refused":
+        # one JUnit case per attack; `attacks: [name, ...]` limits it to some (names checked against the timeline)
+        names = require_list(body, "attacks", default=YList())
+        params["attacks"] = tuple(str(n) for n in names)
+        params["line_of"] = {str(n): body.line for n in names}
+        return Expectation(kind, kind, params, Selector(), line)
     elif kind == "latency":
         if parts.consumer != "in_process":
             raise body.error(None, "latency is measured from the in-process consumer's commits: "
@@ -448,3 +498,96 @@ def _expectation(kind: str, body: YMap, clock: ClockSpec, fleet: ScenarioFleet, 
         params["min_samples"] = require_int(body, "min_samples", min=1, default=1)
         suffix = "[" + ", ".join(f"{k}<={v:g}" for k, v in params.items() if k.endswith("_ms")) + "]"
     return Expectation(kind, kind + suffix, params, target, line)
+
+
+# ------------------------------------------------------------------------------------------ attacks
+
+def _gateway_ref(body: YMap, key: str, fleet: ScenarioFleet) -> str:
+    """A gateway named by code or MAC -> its MAC."""
+    return _selector(body, fleet, single=key).macs(fleet)[0]
+
+
+def _attack(body: YMap, fleet: ScenarioFleet) -> dict[str, Any]:
+    """`attack: {kind: ..., ...}` -> params (gateways as MACs)."""
+    if "kind" not in body:
+        raise body.error(None, f"missing required key 'kind' (one of {', '.join(ATTACKS)})")
+    kind = one_of(body, "kind", tuple(ATTACKS))
+    required, optional, _ = ATTACKS[kind]
+    check_keys(body, required | optional | {"kind", "name"}, required=required)
+    params: dict[str, Any] = {"attack": kind}
+    if "name" in body:
+        name = require_str(body, "name")
+        if not _NAME.match(name):
+            raise body.error("name", f"expected 1-64 characters of A-Z a-z 0-9 _ . -, got {name!r}")
+        params["name"] = name
+    for key in ("attacker", "victim", "gateway"):
+        if key in body:
+            params[key] = _gateway_ref(body, key, fleet)
+    if "attacker" in params and params.get("victim") == params["attacker"]:
+        raise body.error("victim", "the victim must be another gateway than the attacker")
+    if kind == "bad_certificate":
+        params["certificate"] = one_of(body, "certificate", BAD_CERTIFICATES)
+    if "filters" in body:
+        filters = require_list(body, "filters")
+        for i, f in enumerate(filters):
+            if not isinstance(f, str) or not f:
+                raise filters.error(i, f"expected an MQTT topic filter, got {f!r}")
+        params["filters"] = tuple(filters)
+    if "messages" in body:
+        params["messages"] = require_int(body, "messages", min=1, max=1000)
+    for key in ("tenant", "other"):
+        if key in body:
+            code = require_str(body, key)
+            tenants = sorted({g.tenant for g in fleet.gateways})
+            if code not in tenants:
+                raise body.error(key, f"no tenant {code!r} with gateways in the fleet (tenants: {', '.join(tenants)})")
+            params[key] = code
+    if kind == "tenant_isolation" and params["tenant"] == params["other"]:
+        raise body.error("other", "name two different tenants")
+    return params
+
+
+def attack_name(params: dict[str, Any]) -> str:
+    """Default verdict name: the kind, plus the certificate for bad_certificate."""
+    if "name" in params:
+        return params["name"]
+    if params["attack"] == "bad_certificate":
+        return f"bad_certificate:{params['certificate']}"
+    return params["attack"]
+
+
+def _name_attacks(timeline: tuple[Event, ...], parts: Parts, file: str | None) -> tuple[Event, ...]:
+    """Give every attack a unique name (repeats get @lineN) and refuse certificate attacks without mTLS."""
+    attacks = [e for e in timeline if e.kind == "attack"]
+    counts: dict[str, int] = {}
+    for e in attacks:
+        counts[attack_name(e.params)] = counts.get(attack_name(e.params), 0) + 1
+    out = []
+    for e in timeline:
+        if e.kind == "attack":
+            kind = e.params["attack"]
+            if ATTACKS[kind][2] and not parts.broker_tls:
+                raise ConfigError(f"attack {kind} needs an mTLS broker: `parts: {{broker: {{kind: embedded, "
+                                  "tls: true}}}}` (or mosquitto)", file=file, line=e.line,
+                                  field="timeline")
+            name = attack_name(e.params)
+            name = f"{name}@line{e.line}" if counts[name] > 1 else name
+            e = Event(e.kind, e.at, e.duration, e.target, {**e.params, "name": name}, e.hold, e.line)
+        out.append(e)
+    return tuple(out)
+
+
+def _check_attack_expectations(expectations: tuple[Expectation, ...], timeline: tuple[Event, ...],
+                               doc: YMap) -> None:
+    names = [e.params["name"] for e in timeline if e.kind == "attack"]
+    for exp in expectations:
+        if exp.kind != "attacks_refused":
+            continue
+        if not names:
+            raise ConfigError("attacks_refused: the timeline has no attack events", file=doc.file, line=exp.line,
+                              field="expectations")
+        for name in exp.params["attacks"]:
+            if name not in names:
+                raise ConfigError(f"attacks_refused.attacks: no attack named {name!r} in the timeline "
+                                  f"(attacks: {', '.join(names)})", file=doc.file, line=exp.line,
+                                  field="expectations")
