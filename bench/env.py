@@ -97,7 +97,7 @@ class BenchEnv:
     gateways: int = 200
     devices: int = 8
     dsn: str | None = None  # admin DSN of an existing server; None = embedded PostgreSQL
-    broker: str = "mosquitto"  # or "embedded"
+    broker: str = "mosquitto"  # or "embedded", or "none" (database only)
     max_inflight: int = 1000
     max_queued: int = 0
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="tdsb-", dir="/tmp")))
@@ -133,8 +133,8 @@ class BenchEnv:
             self.broker_info = self._start_mosquitto()
         elif self.broker == "embedded":
             self.broker_info = self._start_embedded()
-        else:
-            raise ValueError(f"broker: {self.broker!r}; expected 'mosquitto' or 'embedded'")
+        elif self.broker != "none":
+            raise ValueError(f"broker: {self.broker!r}; expected 'mosquitto', 'embedded' or 'none'")
 
     def close(self) -> None:
         """Stop the broker, drop the database (or stop the embedded server), remove the directory."""

@@ -57,6 +57,7 @@ class IngestBenchConfig:
     gateways: int = 200
     devices: int = 8
     publishers: int = 2
+    publisher_impl: str = "paho"  # or "raw" (bench/rawmqtt.py)
     broker: str = "mosquitto"
     dsn: str | None = None
     designs: list[str] = field(default_factory=lambda: list(DESIGNS))
@@ -79,6 +80,8 @@ class IngestBenchConfig:
             raise ValueError(f"publishers: {self.publishers}; expected 1..gateways ({self.gateways})")
         if any(r <= 0 for r in self.rates):
             raise ValueError(f"rates: {self.rates}; every rate must be > 0 messages/s")
+        if self.publisher_impl not in ("paho", "raw"):
+            raise ValueError(f"publisher_impl: {self.publisher_impl!r}; expected 'paho' or 'raw'")
         if self.duration <= 0 or self.warmup < 0:
             raise ValueError(f"duration {self.duration} must be > 0 and warmup {self.warmup} >= 0")
 
@@ -108,7 +111,8 @@ class PublisherPool:
                     tls[mac] = (t.ca, t.cert, t.key)
             share_count = None if count is None else count // n + (1 if i < count % n else 0)
             job = PublisherJob(i, broker.host, broker.port, macs, env.codes, rate / n, run_seconds=run_seconds,
-                               count=share_count, tls=tls, mqtt_version=4, drain_timeout=cfg.drain_timeout)
+                               count=share_count, tls=tls, mqtt_version=4, drain_timeout=cfg.drain_timeout,
+                               impl=cfg.publisher_impl)
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=publisher_main, args=(job, child), name=f"tds-bench-pub-{i}", daemon=True)
             proc.start()
@@ -485,7 +489,8 @@ def run_bench(cfg: IngestBenchConfig, *, out=sys.stdout) -> dict:
     started = datetime.now(UTC)
     load_start = os.getloadavg()
     results: list[dict] = []
-    env = BenchEnv(gateways=cfg.gateways, devices=cfg.devices, dsn=cfg.dsn, broker=cfg.broker,
+    broker = cfg.broker if {"tds", "seed"} & set(cfg.designs) else "none"
+    env = BenchEnv(gateways=cfg.gateways, devices=cfg.devices, dsn=cfg.dsn, broker=broker,
                    max_inflight=cfg.max_inflight)
     print(f"bench: setting up ({cfg.gateways} gateways x {cfg.devices} devices, broker {cfg.broker}, "
           f"{'embedded PostgreSQL' if cfg.dsn is None else 'given PostgreSQL'})", file=out, flush=True)
@@ -541,6 +546,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gateways", type=int, default=d.gateways, help="fleet size (default 200)")
     p.add_argument("--devices", type=int, default=d.devices, help="devices = readings per message (default 8)")
     p.add_argument("--publishers", type=int, default=d.publishers, help="publisher processes (default 2)")
+    p.add_argument("--publisher-impl", choices=("paho", "raw"), default=d.publisher_impl,
+                   help="paho clients (default) or the minimal MQTT publisher (bench/rawmqtt.py, ~1/4 the CPU)")
     p.add_argument("--broker", choices=("mosquitto", "embedded"), default=d.broker,
                    help="private Mosquitto with mTLS (default) or the embedded amqtt broker (plain)")
     p.add_argument("--dsn", help="admin DSN of a PostgreSQL server (default: a private embedded one)")
@@ -567,7 +574,7 @@ def config_from_args(args: argparse.Namespace) -> IngestBenchConfig:
         raise ValueError(f"--rates: expected comma-separated numbers, got {args.rates!r}") from None
     return IngestBenchConfig(
         rates=rates, duration=args.duration, warmup=args.warmup, gateways=args.gateways, devices=args.devices,
-        publishers=args.publishers, broker=args.broker, dsn=args.dsn,
+        publishers=args.publishers, publisher_impl=args.publisher_impl, broker=args.broker, dsn=args.dsn,
         designs=[x.strip() for x in args.designs.split(",") if x.strip()],
         seed_messages=args.seed_messages, seed_rate=args.seed_rate, writer_rows=args.writer_rows,
         writer_batch=args.writer_batch, batch_max_messages=args.batch_max_messages,

@@ -41,6 +41,7 @@ class PublisherJob:
     mqtt_version: int = 4
     inflight: int = 100  # per connection
     drain_timeout: float = 60.0
+    impl: str = "paho"  # or "raw" (bench/rawmqtt.py: same packets, a fraction of the CPU)
 
 
 @dataclass
@@ -257,10 +258,122 @@ def _finish(gateways: list[_Gateway], sel: selectors.BaseSelector, result: Publi
     result.cpu_s = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
 
 
+def run_raw_publisher(job: PublisherJob, ctrl=None) -> PublisherResult:
+    """As `run_publisher`, with `bench.rawmqtt.RawPublisher` connections instead of paho clients."""
+    from bench.rawmqtt import RawPublisher, tls_context
+
+    if job.rate <= 0:
+        raise ValueError(f"rate: {job.rate} messages/s; expected > 0")
+    if job.mqtt_version != 4:
+        raise ValueError("the raw publisher speaks MQTT 3.1.1 only (mqtt_version 4)")
+    result = PublisherResult(job.index)
+    cpu0 = os.times()
+    sel = selectors.DefaultSelector()
+    conns: list[tuple[RawPublisher, _Gateway]] = []
+    try:
+        for mac in job.gateways:
+            ctx = tls_context(*job.tls[mac]) if job.tls is not None else None
+            conn = RawPublisher(job.host, job.port, mac, ctx)
+            gw = _Gateway(mac, None, b'{"gateway_mac":"%s",' % mac.encode())  # type: ignore[arg-type]
+            sel.register(conn.sock, selectors.EVENT_READ, (conn, gw))
+            conns.append((conn, gw))
+    except (OSError, RuntimeError) as exc:
+        result.errors.append(f"publisher {job.index}: connect failed: {exc}")
+        for conn, _ in conns:
+            conn.close()
+        return result
+    watching: set[int] = set()
+
+    def pump(timeout: float) -> None:
+        for key, mask in sel.select(timeout):
+            conn, gw = key.data
+            if mask & selectors.EVENT_READ:
+                try:
+                    acks = conn.read_acks()
+                except ConnectionError as exc:
+                    result.errors.append(f"{gw.mac}: {exc}")
+                    sel.unregister(conn.sock)
+                    continue
+                for mid in acks:
+                    us = gw.pending.pop(mid, None)
+                    if us is not None:
+                        gw.acked.append(us)
+            if mask & selectors.EVENT_WRITE:
+                conn.flush()
+        for idx in list(watching):
+            conn, gw = conns[idx]
+            if not conn.want_write:
+                watching.discard(idx)
+                sel.modify(conn.sock, selectors.EVENT_READ, (conn, gw))
+
+    devices_json = [d.encode() for d in job.devices]
+    topics = [_topic(gw.mac).encode() for _, gw in conns]
+    stamp = _Stamp()
+    interval = 1.0 / job.rate
+    n_gw = len(conns)
+    start_at = time.time()
+    if ctrl is not None:
+        ctrl.send("ready")
+        while not ctrl.poll(0):
+            pump(0.02)
+        start_at = ctrl.recv()
+    while time.time() < start_at:
+        pump(min(0.02, max(0.0, start_at - time.time())))
+    stop_at = start_at + job.run_seconds if job.run_seconds is not None else None
+    due = start_at
+    i = 0
+    result.first_publish = time.time()
+    while True:
+        now = time.time()
+        if (job.count is not None and i >= job.count) or (stop_at is not None and due >= stop_at):
+            break
+        touched: set[int] = set()
+        while due <= now and len(touched) < 200:
+            if job.count is not None and i >= job.count:
+                break
+            idx = i % n_gw
+            conn, gw = conns[idx]
+            i += 1
+            us = int(time.time() * 1_000_000)
+            if us <= gw.last_us:
+                us = gw.last_us + 1
+            gw.last_us = us
+            gw.seq += 1
+            mid = conn.publish(topics[idx], build_payload(gw.prefix, stamp(us), devices_json, gw.seq))
+            gw.pending[mid] = us
+            touched.add(idx)
+            result.published += 1
+            due += interval
+        for idx in touched:
+            conn, gw = conns[idx]
+            conn.flush()
+            if conn.want_write and idx not in watching:
+                watching.add(idx)
+                sel.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, (conn, gw))
+        result.max_lag_s = max(result.max_lag_s, now - due)
+        pump(min(0.05, max(0.002, due - time.time())))
+    result.last_publish = time.time()
+    deadline = time.monotonic() + job.drain_timeout
+    while any(gw.pending for _, gw in conns) and time.monotonic() < deadline and not result.errors:
+        pump(0.05)
+    unacked = sum(len(gw.pending) for _, gw in conns)
+    if unacked:
+        result.errors.append(f"publisher {job.index}: {unacked} publishes without PUBACK")
+    for conn, gw in conns:
+        result.acked[gw.mac] = gw.acked
+        result.acked_count += len(gw.acked)
+        conn.close()
+    sel.close()
+    cpu1 = os.times()
+    result.cpu_s = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+    return result
+
+
 def publisher_main(job: PublisherJob, out) -> None:
     """Entry point of a publisher process: handshake and result through `out` (a duplex Pipe end)."""
     try:
-        out.send(run_publisher(job, out))
+        run = run_raw_publisher if job.impl == "raw" else run_publisher
+        out.send(run(job, out))
     except BaseException as exc:  # report, never hang the parent
         out.send(PublisherResult(job.index, errors=[f"publisher {job.index} crashed: {exc!r}"]))
         raise
