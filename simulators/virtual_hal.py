@@ -314,8 +314,7 @@ class _CountedSession:
                 raise
             if not nxt.done():
                 nxt.cancel()
-                with contextlib.suppress(BaseException):
-                    await nxt
+                await asyncio.wait((nxt,))  # let it unwind; our own cancellation still propagates
                 self._check("messages")
             try:
                 yield nxt.result()
@@ -336,6 +335,14 @@ def _socket_of(session: MqttSession) -> socket.socket | None:
     get = getattr(paho, "socket", None)
     sock = get() if callable(get) else None
     return sock if sock is not None and hasattr(sock, "shutdown") else None
+
+
+def _retrieve_disconnect_error(session: MqttSession) -> None:
+    """Mark aiomqtt's "unexpected disconnection" as seen: after a deliberate cut nobody awaits it, and
+    asyncio would log "Future exception was never retrieved" (private attributes, as ``_socket_of``)."""
+    fut = getattr(getattr(session, "_client", None), "_disconnected", None)
+    if isinstance(fut, asyncio.Future):
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 class SwitchedTransport:
@@ -393,6 +400,7 @@ class SwitchedTransport:
 
     def _cut(self, sess: _CountedSession) -> None:
         sess.kill()
+        _retrieve_disconnect_error(sess.inner)
         sock = _socket_of(sess.inner)
         if sock is not None:
             # no DISCONNECT packet: to the broker this is a dead link (it publishes the LWT)

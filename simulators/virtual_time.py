@@ -89,6 +89,10 @@ class Engine:
         """Call ``fn()`` (synchronously, in the loop) when fleet time reaches ``seconds``."""
         raise NotImplementedError
 
+    def timer(self, delay: float, fn: Callable[[], bool]) -> None:  # pragma: no cover - overridden
+        """Call ``fn()`` after ``delay`` fleet seconds; ``fn`` returns True when it woke a waiter."""
+        raise NotImplementedError
+
     # -- open work ------------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def work(self, mac: str, what: str) -> Iterator[None]:
@@ -142,6 +146,10 @@ class RealTime(Engine):
     def call_at(self, seconds: float, fn: Callable[[], Any]) -> None:
         """``loop.call_later``."""
         asyncio.get_running_loop().call_later(max(0.0, seconds - self.seconds()), fn)
+
+    def timer(self, delay: float, fn: Callable[[], bool]) -> None:
+        """``loop.call_later``."""
+        asyncio.get_running_loop().call_later(max(0.0, delay), fn)
 
     async def advance(self, until_s: float) -> None:
         """Sleep until fleet time reaches ``until_s``."""
@@ -198,6 +206,17 @@ class VirtualTime(Engine):
         event = self.env.timeout(max(0.0, seconds))
         event.callbacks.append(lambda ev, fut=fut: self._resolve(fut))  # type: ignore[union-attr]
         return fut
+
+    def timer(self, delay: float, fn: Callable[[], bool]) -> None:
+        """Run ``fn()`` in the calendar step ``delay`` seconds from now (a False return is a dead timer)."""
+
+        def fire(_ev: Any) -> None:
+            if fn():
+                self._woke = True
+                self.wakeups += 1
+
+        event = self.env.timeout(max(0.0, delay) if math.isfinite(delay) else 1e18)
+        event.callbacks.append(fire)  # type: ignore[union-attr]
 
     def call_at(self, seconds: float, fn: Callable[[], Any]) -> None:
         """Run ``fn()`` inside the calendar step that reaches ``seconds`` (at least now)."""
@@ -292,8 +311,9 @@ class VirtualTime(Engine):
 class GatewayClock:
     """One gateway's clock (the firmware's ``Clock``): fleet time seen through a drift of ``ppm``.
 
-    Gateway seconds run ``1 + ppm·1e-6`` times as fast as fleet seconds; changing the drift re-anchors,
-    so the clock never jumps. ``offset_s`` shifts the wall reading (``now``) only.
+    Gateway seconds run ``1 + ppm·1e-6`` times as fast as fleet seconds; changing the drift re-anchors, so
+    the clock never jumps, and re-arms pending sleeps (a sleep ends at a deadline in gateway time, as on a
+    real crystal). ``offset_s`` shifts the wall reading (``now``) only.
     """
 
     def __init__(self, engine: Engine, ppm: float = 0.0, offset_s: float = 0.0) -> None:
@@ -302,6 +322,8 @@ class GatewayClock:
         self._fleet0 = engine.seconds()
         self._gw0 = self._fleet0
         self._rate = 1.0
+        self._gen = 0
+        self._pending: dict[asyncio.Future[None], float] = {}  # sleeper -> deadline (gateway seconds)
         self.set_drift(ppm)
 
     @property
@@ -317,6 +339,9 @@ class GatewayClock:
         self._gw0 = self._gw(now)
         self._fleet0 = now
         self._rate = 1.0 + ppm * 1e-6
+        self._gen += 1
+        for fut, deadline in list(self._pending.items()):
+            self._arm(fut, deadline)
 
     def _gw(self, fleet_s: float) -> float:
         return self._gw0 + (fleet_s - self._fleet0) * self._rate
@@ -329,6 +354,24 @@ class GatewayClock:
         """Gateway seconds (drifting, never backwards)."""
         return self._gw(self.engine.seconds())
 
+    def _arm(self, fut: asyncio.Future[None], deadline: float) -> None:
+        gen = self._gen
+
+        def fire() -> bool:
+            if gen != self._gen or fut.done():
+                return False  # re-armed after a drift change, or the sleeper was cancelled
+            fut.set_result(None)
+            return True
+
+        self.engine.timer((deadline - self.monotonic()) / self._rate, fire)
+
     async def sleep(self, seconds: float) -> None:
-        """Sleep ``seconds`` of gateway time."""
-        await self.engine.sleep(seconds / self._rate)
+        """Sleep until ``seconds`` of gateway time have passed."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        deadline = self.monotonic() + max(0.0, seconds)
+        self._pending[fut] = deadline
+        try:
+            self._arm(fut, deadline)
+            await fut
+        finally:
+            del self._pending[fut]
