@@ -38,10 +38,11 @@ class Outcome:
 
 def check_all(expectations: Iterable[Expectation], obs: Observations, fleet: ScenarioFleet) -> list[Outcome]:
     """Check every expectation; a checker that raises becomes an errored outcome, never a crash."""
-    out = []
+    out: list[Outcome] = []
     for exp in expectations:
         try:
-            out.append(CHECKERS[exp.kind](exp, obs, fleet))
+            result = CHECKERS[exp.kind](exp, obs, fleet)
+            out.extend(result if isinstance(result, list) else [result])  # attacks_refused: one per attack
         except Exception as exc:  # a checker bug must show up in the report, not hide the others
             out.append(Outcome(exp.name, exp.kind, False, f"checker failed: {type(exc).__name__}: {exc}",
                                error=True))
@@ -203,10 +204,14 @@ def check_in_order(exp: Expectation, obs: Observations, fleet: ScenarioFleet) ->
 def check_dead_letters(exp: Expectation, obs: Observations, fleet: ScenarioFleet) -> Outcome:
     """Dead-letter counts by reason equal the expected ones (and, when strict, no other reason occurs)."""
     want: dict[str, int] = exp.params["counts"]
+    at_least: dict[str, int] = exp.params.get("at_least", {})  # "N+" in the file: the run decides how many
     got = Counter(d.reason for d in obs.dead_letters)
-    reasons = set(want) | (set(got) if exp.params.get("strict", True) else set())
-    diffs = {r: (want.get(r, 0), got.get(r, 0)) for r in sorted(reasons) if want.get(r, 0) != got.get(r, 0)}
-    details = {"expected": dict(want), "actual": dict(got), "injected": dict(obs.malformed_sent)}
+    reasons = (set(want) | (set(got) if exp.params.get("strict", True) else set())) - set(at_least)
+    diffs: dict[str, tuple[Any, int]] = {r: (want.get(r, 0), got.get(r, 0)) for r in sorted(reasons)
+                                         if want.get(r, 0) != got.get(r, 0)}
+    diffs.update({r: (f"at least {n}", got.get(r, 0)) for r, n in at_least.items() if got.get(r, 0) < n})
+    details = {"expected": {**want, **{r: f">={n}" for r, n in at_least.items()}}, "actual": dict(got),
+               "injected": dict(obs.malformed_sent)}
     if diffs:
         shown = ", ".join(f"{r}: expected {w}, got {g}" for r, (w, g) in diffs.items())
         samples = [f"{d.reason} on {d.topic}: {d.detail}" for d in obs.dead_letters
@@ -261,7 +266,30 @@ def check_latency(exp: Expectation, obs: Observations, fleet: ScenarioFleet) -> 
     return Outcome(exp.name, exp.kind, True, f"{len(values)} samples: {summary}", details)
 
 
-CHECKERS: dict[str, Callable[[Expectation, Observations, ScenarioFleet], Outcome]] = {
+def check_attacks_refused(exp: Expectation, obs: Observations, fleet: ScenarioFleet) -> list[Outcome]:
+    """One outcome per attack (JUnit case `attack[NAME]`): passed when the observed outcome is the expected one.
+
+    A verdict that is a known limitation (e.g. Mosquitto's $share hole) is still a failure, saying so.
+    """
+    verdicts = list(getattr(obs, "verdicts", []))
+    wanted = exp.params.get("attacks") or ()
+    if wanted:
+        verdicts = [v for v in verdicts if v.name in wanted]
+    out = []
+    for v in verdicts:
+        message = f"expected {v.expected}, observed {v.observed}: {v.evidence}"
+        out.append(Outcome(f"attack[{v.name}]", exp.kind, v.passed, message, v.to_json()))
+    ran = {v.name for v in verdicts}
+    for name in wanted:
+        if name not in ran:
+            out.append(Outcome(f"attack[{name}]", exp.kind, False, "the attack did not run (the run ended before "
+                               "it)", error=True))
+    if not out:
+        out.append(Outcome(exp.name, exp.kind, False, "no attack ran", error=True))
+    return out
+
+
+CHECKERS: dict[str, Callable[[Expectation, Observations, ScenarioFleet], Any]] = {
     "readings_stored_equal_produced": check_stored_equal_produced,
     "no_duplicates": check_no_duplicates,
     "all_published_acked": check_all_published_acked,
@@ -269,4 +297,5 @@ CHECKERS: dict[str, Callable[[Expectation, Observations, ScenarioFleet], Outcome
     "dead_letters": check_dead_letters,
     "gateway_online": check_gateway_online,
     "latency": check_latency,
+    "attacks_refused": check_attacks_refused,
 }

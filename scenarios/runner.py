@@ -134,6 +134,8 @@ class _Runner:
         self.drained = False
         self._fleet_now = timedelta(0)
         self._active: dict[str, Callable[[], Awaitable[None]]] = {}  # parts faults to revert at the end
+        self.security: Any = None  # scenarios.security.ScenarioPki with an mTLS broker
+        self.attacker: Any = None  # scenarios.attacks.Attacker when the timeline has attacks
 
     # ------------------------------------------------------------------ the run
 
@@ -143,9 +145,14 @@ class _Runner:
         parts = sc.parts
         self.db = Database(parts.database, dsn=parts.database_dsn, admin_dsn=self.options.admin_dsn,
                            name_hint=sc.name, keep=self.options.keep_database)
-        self.broker = Broker(parts.broker, url=parts.broker_url, work_dir=self.run_dir)
         progress_task = None
         try:
+            if parts.broker_tls:
+                from .security import ScenarioPki
+
+                self.security = await asyncio.to_thread(ScenarioPki.create, self.run_dir / "pki", sc.fleet)
+                self._event("parts", f"PKI: CA, broker, consumer and {len(sc.fleet.gateways)} device certificates")
+            self.broker = Broker(parts.broker, url=parts.broker_url, work_dir=self.run_dir, security=self.security)
             dsn = await asyncio.to_thread(self.db.start)
             await asyncio.to_thread(self.db.prepare, sc.fleet.registry)
             self._event("parts", f"database {parts.database} ready ({self.db.name})")
@@ -156,15 +163,20 @@ class _Runner:
                                                                    else len(g.gateway.devices))
                 for g in sc.fleet.gateways)
             self.state.stride = max(1, expected_messages // LATENCY_SAMPLE_TARGET)
+            # with mTLS the client id must be the certificate's CN (the broker ties them together)
             self.consumer = ConsumerPart(parts.consumer, database_url=dsn, broker_url=broker_url,
-                                         client_id=f"tds-scenario-{self.db.name}", work_dir=self.run_dir,
-                                         on_commit=self._on_commit)
+                                         client_id=self.security.consumer_cn if self.security else
+                                         f"tds-scenario-{self.db.name}", work_dir=self.run_dir,
+                                         on_commit=self._on_commit,
+                                         tls=self.security.consumer_tls() if self.security else None)
             await asyncio.to_thread(self.consumer.start)
             self._event("parts", f"consumer {parts.consumer} subscribed")
             self.start = self._fleet_start()
             self.fleet = self._make_fleet(broker_url)
             await self.fleet.start()
             self._event("fleet", f"{len(sc.fleet.gateways)} gateways started at {self.start.isoformat()}")
+            if any(e.kind == "attack" for e in sc.timeline):
+                self.attacker = self._make_attacker(broker_url, dsn)
             progress_task = asyncio.create_task(self._progress_loop())
             self._phase = "running"
             for action in self._actions():
@@ -213,7 +225,21 @@ class _Runner:
         from .adapter import gateway_specs
 
         return Fleet(gateway_specs(self.sc.fleet), broker_url=broker_url, clock=self.sc.clock.mode,
-                     start=self.start, seed=self.sc.seed)
+                     start=self.start, seed=self.sc.seed,
+                     tls=self.security.fleet_tls() if self.security else None)
+
+    def _make_attacker(self, broker_url: str, dsn: str) -> Any:
+        from urllib.parse import urlsplit
+
+        from .attacks import AttackContext, Attacker
+
+        url = urlsplit(broker_url)
+        assert self.broker is not None and self.consumer is not None
+        return Attacker(AttackContext(
+            host=url.hostname or "127.0.0.1", port=url.port or 1883, broker_kind=self.sc.parts.broker, dsn=dsn,
+            fleet=self.fleet, scenario_fleet=self.sc.fleet, run_dir=self.run_dir, start=self.start,
+            security=self.security, reload_crl=self.broker.reload_crl,
+            registry_shows_revoked=self.consumer.registry_shows_revoked))
 
     async def _advance(self, offset: timedelta) -> None:
         if offset > self._fleet_now:
@@ -267,6 +293,11 @@ class _Runner:
             return [_Action(ev.at, i, label, drift)]
         if ev.kind == "malformed_messages":
             return [_Action(ev.at, i, f"{label}: {ev.params['count']}", self._injector(ev, fleet_macs[0]))]
+        if ev.kind == "attack":
+            async def attack() -> None:
+                v = await self.attacker.run(ev.params["name"], ev.params, ev.line, ev.at.total_seconds())
+                self._event(f"verdict {v.name}", f"expected {v.expected}, observed {v.observed}")
+            return [_Action(ev.at, i, f"attack {ev.params['name']} (line {ev.line})", attack)]
         return self._parts_fault(i, ev, label)
 
     def _parts_fault(self, i: int, ev: Event, label: str) -> list[_Action]:
@@ -369,11 +400,18 @@ class _Runner:
 
     async def _settle(self) -> None:
         """Wait until the database holds every acked reading (or nothing changes for the settle timeout)."""
-        want = self.fleet.accounting.expected_count()
+        acc = self.fleet.accounting
+        excluded: set[str] = set()
+        want = acc.expected_count()
+        if self.attacker is not None:
+            # revoked gateways' acked readings are dead-lettered, not stored; the harness's valid ones are stored
+            excluded, extra = self.attacker.settle_exclusions()
+            want += extra - sum(len({at for at, _ in acc.acked_readings(g.mac, d.code)})
+                                for g in self.sc.fleet.gateways if g.mac in excluded for d in g.gateway.devices)
         deadline = time.monotonic() + self.options.settle_timeout_s
         last = -1
         while time.monotonic() < deadline:
-            count = await asyncio.to_thread(self._row_count)
+            count = await asyncio.to_thread(self._row_count, excluded)
             if count >= want and (self.consumer is None or self.consumer.queue_depth == 0):
                 return
             if count != last:
@@ -381,17 +419,26 @@ class _Runner:
             await asyncio.sleep(0.25)
         self._event("settle", f"database holds {last} rows, {want} acked; gave up waiting")
 
-    def _row_count(self) -> int:
+    def _row_count(self, excluded: set[str] | None = None) -> int:
         assert self.db and self.db.dsn
         try:
             with psycopg.connect(self.db.dsn, connect_timeout=5) as conn:
+                if excluded:
+                    return conn.execute("SELECT count(*) FROM readings r JOIN gateways g ON g.id = r.gateway_id "
+                                        "WHERE g.mac <> ALL(%s)", (sorted(excluded),)).fetchone()[0]
                 return conn.execute("SELECT count(*) FROM readings").fetchone()[0]
         except psycopg.OperationalError:
             return -1
 
     def _observe(self) -> Observations:
         acc = self.fleet.accounting
-        obs = Observations(gateway_codes={g.mac: g.code for g in self.sc.fleet.gateways})
+        codes = {g.mac: g.code for g in self.sc.fleet.gateways}
+        if self.attacker is not None:
+            from .attacks import SecurityObservations
+
+            obs: Observations = SecurityObservations(gateway_codes=codes)
+        else:
+            obs = Observations(gateway_codes=codes)
         for key in list(acc.produced):
             obs.produced[key] = {value for _, value in acc.produced[key]}
         for g in self.sc.fleet.gateways:
@@ -424,6 +471,8 @@ class _Runner:
         obs.redelivered_rows = self.state.redelivered
         obs.malformed_sent = dict(self.state.malformed_sent)
         obs.latencies_ms = self._latencies(acc)
+        if self.attacker is not None:
+            self.attacker.finalize(obs)
         return obs
 
     def _latencies(self, acc: Any) -> list[float]:
