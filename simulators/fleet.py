@@ -134,12 +134,17 @@ class Fleet:
         """Messages waiting on all gateways' flash queues."""
         return sum(gw.queue_depth() for gw in self.gateways.values())
 
-    async def drain(self, timeout_s: float) -> bool:
+    def queue_depths(self) -> dict[str, int]:
+        """MAC -> messages waiting on that gateway's flash queue (only non-empty queues)."""
+        return {mac: d for mac, gw in self.gateways.items() if (d := gw.queue_depth())}
+
+    async def drain(self, timeout_s: float, *, horizon_s: float = 3600.0) -> bool:
         """Wait until every gateway's store-and-forward queue is empty (True) or ``timeout_s`` wall seconds.
 
-        Virtual mode advances simulated time as far as needed (reconnect backoffs are on the fleet clock),
-        so ``now()`` may move forward; gateways still polling keep adding messages, so "empty" is the first
-        quiescent instant with nothing queued.
+        Virtual mode advances simulated time as needed (reconnect backoffs are on the fleet clock), at most
+        ``horizon_s`` simulated seconds past ``now()`` (so a gateway left powered off or offline cannot push
+        timestamps into the wall-clock future); gateways still polling keep adding messages, so "empty" is
+        the first quiescent instant with nothing queued.
         """
         deadline = time.monotonic() + timeout_s
         async with self._guard():
@@ -147,7 +152,7 @@ class Fleet:
                 def done() -> bool:
                     return self.queue_depth() == 0 or time.monotonic() > deadline
 
-                await self.engine.advance(math.inf, stop=done)
+                await self.engine.advance(self.engine.seconds() + horizon_s, stop=done)
                 return self.queue_depth() == 0
             while self.queue_depth():
                 if time.monotonic() > deadline:

@@ -256,3 +256,24 @@ def test_publish_raw_uses_the_gateways_identity(broker, subscriber):
     assert b"{not json" in payloads and b"\xff\xfe" in payloads and b"never" not in payloads
     # the injections are not readings: accounting counts 2 polls (0 and 5 min; off at 2, booted at 2)
     assert fleet.accounting.published[mac] == fleet.accounting.acked[mac]
+
+
+def test_drain_reports_a_gateway_that_cannot_deliver_and_stops_at_its_horizon(broker):
+    start = past_start(timedelta(hours=3))
+    specs = make_specs(2, 1, prefix="aa:bb:cc:80")
+    dead = specs[0].mac
+
+    async def scenario() -> tuple[bool, datetime, dict[str, int]]:
+        fleet = Fleet(specs, broker_url=broker.url, clock="virtual", start=start)
+        await fleet.start()
+        fleet.network_down([dead])  # never comes back
+        await fleet.run_until(start + timedelta(minutes=10))
+        drained = await fleet.drain(20, horizon_s=900)
+        now, depths = fleet.now(), fleet.queue_depths()
+        await fleet.stop()
+        return drained, now, depths
+
+    drained, now, depths = asyncio.run(scenario())
+    assert not drained
+    assert now == start + timedelta(minutes=25)  # simulated time stopped at the horizon, not days later
+    assert depths[dead] == 6  # polls at 0..25 min, all still on flash (the other may hold its 25-min poll)
