@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -211,6 +212,9 @@ class _Runner:
                         await asyncio.to_thread(part.stop)
                     except Exception:
                         log.exception("stopping %s failed", type(part).__name__)
+            if self.security is not None:  # throwaway keys: not left in the reports
+                for private in (self.run_dir / "pki" / "private", self.run_dir / "rogue-ca" / "private"):
+                    shutil.rmtree(private, ignore_errors=True)
 
     def _fleet_start(self) -> datetime:
         if self.sc.clock.start is not None:
