@@ -21,8 +21,9 @@ RESULT_FIELDS = {"design", "broker", "offered_msg_s", "achieved_msg_s", "achieve
                  "cpu_pct", "publishers"}
 
 
-def _tiny(tmp_path: Path, dsn: str, broker: str) -> IngestBenchConfig:
+def _tiny(tmp_path: Path, dsn: str, broker: str, impl: str = "paho") -> IngestBenchConfig:
     return IngestBenchConfig(
+        publisher_impl=impl,
         rates=[150.0], duration=1.5, warmup=0.5, gateways=6, devices=4, publishers=2, broker=broker, dsn=dsn,
         seed_messages=120, seed_rate=200.0, writer_rows=4000, writer_batch=1000, drain_timeout=60.0,
         report_dir=tmp_path / "reports",
@@ -62,10 +63,11 @@ def test_bench_embedded_broker(tmp_path: Path, pg_admin_dsn: str) -> None:
     _check_report(report, "embedded")
 
 
-def test_bench_mosquitto_mtls(tmp_path: Path, pg_admin_dsn: str) -> None:
+@pytest.mark.parametrize("impl", ["paho", "raw"])
+def test_bench_mosquitto_mtls(tmp_path: Path, pg_admin_dsn: str, impl: str) -> None:
     if not mosquitto_available():
         pytest.skip("Mosquitto not installed: apt-get install mosquitto")
-    report = run_bench(_tiny(tmp_path, pg_admin_dsn, "mosquitto"), out=open("/dev/null", "w"))  # noqa: SIM115
+    report = run_bench(_tiny(tmp_path, pg_admin_dsn, "mosquitto", impl), out=open("/dev/null", "w"))  # noqa: SIM115
     _check_report(report, "mosquitto")
 
 
