@@ -25,7 +25,8 @@ def _tiny(tmp_path: Path, dsn: str, broker: str, impl: str = "paho") -> IngestBe
     return IngestBenchConfig(
         publisher_impl=impl,
         rates=[150.0], duration=1.5, warmup=0.5, gateways=6, devices=4, publishers=2, broker=broker, dsn=dsn,
-        seed_messages=120, seed_rate=200.0, writer_rows=4000, writer_batch=1000, drain_timeout=60.0,
+        tds_flood_messages=150, seed_messages=120, seed_rate=200.0, writer_rows=4000, writer_batch=1000,
+        drain_timeout=60.0,
         report_dir=tmp_path / "reports",
     )
 
@@ -37,8 +38,8 @@ def _check_report(report: dict, broker: str) -> None:
     assert {"started", "host", "config", "results", "targets"} <= report.keys()
     assert len(report["host"]["load_avg_start"]) == 3
     designs = [r["design"] for r in report["results"]]
-    assert designs == ["tds", "seed", "writer"]
-    for result in report["results"][:2]:
+    assert designs == ["tds", "tds-max", "seed", "writer"]
+    for result in report["results"][:3]:
         assert result.keys() >= RESULT_FIELDS, result.keys()
         assert result["broker"] == broker
         loss = result["loss"]
@@ -50,8 +51,9 @@ def _check_report(report: dict, broker: str) -> None:
         assert result["publishers"]["errors"] == []
         assert {"p50", "p95", "p99"} <= result["latency_ms"].keys()
         assert result["latency_ms"]["p99"] is not None
-    assert report["results"][1]["loss"]["acked_messages"] == 120
-    writer = report["results"][2]
+    assert report["results"][1]["loss"]["acked_messages"] == 150
+    assert report["results"][2]["loss"]["acked_messages"] == 120
+    writer = report["results"][3]
     assert writer["rows"] == 4000 and writer["achieved_readings_s"] > 0
     assert {"tds_5000_msg_s_p99_150ms_no_loss", "ratio_vs_seed", "writer_at_least_200k"} <= report["targets"].keys()
     assert report["targets"]["no_loss_everywhere"] is True
