@@ -32,7 +32,7 @@ from tds_core.ingest import metrics
 from tds_core.ingest.config import BrokerAddress, IngestConfig
 from tds_core.ingest.pipeline import Accepted, InboundMessage, dead_letter, process_message
 from tds_core.protocol import STATUS_OFFLINE, STATUS_ONLINE, Reason, Rejection, parse_topic
-from tds_core.registry.cache import RegistryCache
+from tds_core.registry.cache import GatewayEntry, RegistryCache
 from tds_core.storage.deadletter import DeadLetter
 from tds_core.storage.liveness import mark_silent_gateways_offline, set_gateway_online
 from tds_core.storage.migrate import current_backend
@@ -194,7 +194,9 @@ class Consumer:
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         if self._stopping.is_set():
             return  # not acknowledged: the broker keeps it in our session for the next run
-        message = InboundMessage(msg.topic, msg.payload, msg.mid, msg.qos, datetime.now(UTC), time.monotonic())
+        message = InboundMessage(
+            msg.topic, msg.payload, msg.mid, msg.qos, datetime.now(UTC), time.monotonic(), bool(msg.retain)
+        )
         with self._cond:
             self._queue.append(message)
             if len(self._queue) == 1 or len(self._queue) >= self.config.batch_max_messages:
@@ -253,16 +255,21 @@ class Consumer:
                 outcome = self._status_update(message, snapshot)
                 if isinstance(outcome, DeadLetter):
                     letters.append(outcome)
+                    continue
+                gateway, online = outcome
+                if online and not message.retain:
+                    # Sent just now by a live session: as good as a reading for liveness (last_seen too).
+                    _saw(seen, gateway.id, message.received_at)
+                    status_after.pop(gateway.mac, None)
                 else:
-                    status_after[outcome[0]] = outcome[1]
+                    # An LWT, a clean "offline", or a retained (possibly stale) "online": the flag only.
+                    status_after[gateway.mac] = online
                 continue
             metrics.MESSAGES_IN.labels("telemetry").inc()
             result = process_message(message, snapshot, limits=limits)
             if isinstance(result, Accepted):
                 rows.extend(result.rows)
-                gateway_id = result.gateway.id
-                if gateway_id not in seen or seen[gateway_id] < message.received_at:
-                    seen[gateway_id] = message.received_at
+                _saw(seen, result.gateway.id, message.received_at)
                 status_after.pop(result.gateway.mac, None)
                 stored_messages += 1
             else:
@@ -289,8 +296,8 @@ class Consumer:
             self._on_commit(CommitInfo(batch, result, done, letters))
         return True
 
-    def _status_update(self, message: InboundMessage, snapshot) -> tuple[str, bool] | DeadLetter:
-        """A gateway's status message (its LWT or its own announcement) -> (mac, online)."""
+    def _status_update(self, message: InboundMessage, snapshot) -> tuple[GatewayEntry, bool] | DeadLetter:
+        """A gateway's status message (its LWT or its own announcement) -> (gateway, online)."""
         try:
             info = parse_topic(message.topic)
             gateway = snapshot.by_mac.get(info.mac or "")
@@ -305,7 +312,7 @@ class Consumer:
                     f"status: expected {STATUS_ONLINE.decode()!r} or {STATUS_OFFLINE.decode()!r}, "
                     f"got {status[:60].decode('utf-8', 'replace')!r}",
                 )
-            return gateway.mac, status == STATUS_ONLINE
+            return gateway, status == STATUS_ONLINE
         except Rejection as rejection:
             return dead_letter(message, rejection.reason, rejection.detail)
 
@@ -397,3 +404,9 @@ class Consumer:
         from tds_core.storage.maintenance import maintain
 
         maintain(conn)
+
+
+def _saw(seen: dict[int, datetime], gateway_id: int, at: datetime) -> None:
+    """Record that a gateway was heard from at `at` (last_seen only moves forward)."""
+    if gateway_id not in seen or seen[gateway_id] < at:
+        seen[gateway_id] = at

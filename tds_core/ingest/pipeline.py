@@ -26,6 +26,7 @@ class InboundMessage:
     qos: int
     received_at: datetime  # wall clock, UTC: stamped on dead letters
     received_mono: float  # monotonic: for receive->commit latency
+    retain: bool = False  # replayed by the broker from its retained store, not sent just now
 
 
 @dataclass(slots=True)

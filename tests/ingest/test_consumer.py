@@ -26,8 +26,8 @@ def _count(dsn: str, sql: str, params: tuple = ()) -> int:
 
 @contextmanager
 def running_consumer(dsn: str, broker_url: str, **overrides) -> Iterator[Consumer]:
-    config = IngestConfig(database_url=dsn, broker_url=broker_url, client_id="tds-ingest-test",
-                          liveness_interval=0.2, **overrides)
+    overrides.setdefault("client_id", "tds-ingest-test")
+    config = IngestConfig(database_url=dsn, broker_url=broker_url, liveness_interval=0.2, **overrides)
     consumer = Consumer(config)
     consumer.start()
     assert consumer.subscribed.wait(10), "consumer did not subscribe"
@@ -83,13 +83,24 @@ def test_status_messages_and_silence_drive_online(registry_dsn: str, amqtt_broke
             wait_until(lambda: _count(registry_dsn, online, (V1_MACS[0],)) is False, what="LWT offline")
             publisher.publish(status_topic(V1_MACS[0]), b"online")  # it came back
             wait_until(lambda: _count(registry_dsn, online, (V1_MACS[0],)) is True, what="online again")
+            # A live announcement from a gateway that has sent no reading yet counts as a sign of life.
+            publisher.publish(status_topic(V1_MACS[2]), b"online")
+            wait_until(lambda: _count(registry_dsn, "SELECT last_seen IS NOT NULL AND online FROM gateways "
+                                      "WHERE mac = %s", (V1_MACS[2],)) is True, what="live online sets last_seen")
             publisher.publish(status_topic(V1_MACS[0]), b"rebooting")  # not a status: dead-lettered
             wait_until(lambda: _count(registry_dsn, "SELECT count(*) FROM dead_letters") == 1, what="dead letter")
             assert _count(registry_dsn, "SELECT reason FROM dead_letters") == "wrong_type"
-        # The other gateway goes silent: the liveness sweep takes both offline after `offline_after`.
+        # The others go silent: the liveness sweep takes them offline after `offline_after`.
         with running_consumer(registry_dsn, url, offline_after=timedelta(seconds=1)):
             wait_until(lambda: _count(registry_dsn, "SELECT count(*) FROM gateways WHERE online") == 0,
                        what="silent gateways offline")
+        # A retained "online" replayed to a new subscriber says nothing about now: flag only, no last_seen.
+        legacy_mac = LEGACY_GATEWAY[0]
+        publisher.publish(status_topic(legacy_mac), b"online", retain=True)
+        with running_consumer(registry_dsn, url, client_id="tds-ingest-late"):
+            wait_until(lambda: _count(registry_dsn, "SELECT online FROM gateways WHERE mac = %s", (legacy_mac,))
+                       is True, what="retained online applied")
+            assert _count(registry_dsn, "SELECT last_seen FROM gateways WHERE mac = %s", (legacy_mac,)) is None
     finally:
         publisher.close()
 
