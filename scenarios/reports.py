@@ -127,7 +127,7 @@ def html_report(result: RunResult) -> str:
         state = "pass" if o.passed else ("error" if o.error else "FAIL")
         rows.append(f"<tr class='{state.lower()}'><td>{state}</td><td>{escape(o.name)}</td>"
                     f"<td>{escape(o.message)}</td></tr>")
-    summary = "".join(f"<tr><th>{escape(k)}</th><td>{escape(json.dumps(v, default=str))}</td></tr>"
+    summary = "".join(f"<tr><th>{escape(k)}</th><td>{escape(_human(v))}</td></tr>"
                       for k, v in result.summary().items())
     events = "".join(f"<tr><td>{escape(str(e.get('fleet_offset', '')))}</td><td>{escape(str(e.get('wall_s', '')))}"
                      f"</td><td>{escape(str(e.get('event', '')))}</td><td>{escape(str(e.get('detail', '')))}</td></tr>"
@@ -156,10 +156,21 @@ tr.pass td:first-child {{ color: #2a7; }} .err {{ color: #c33; font-weight: bold
 <p>{escape(result.description)}</p>
 <p>Run {escape(result.run_id)} from <code>{escape(result.source)}</code>: {result.clock_mode} clock,
 {result.fleet_seconds:g} fleet seconds in {result.wall_seconds:.1f} wall seconds; parts
-{escape(json.dumps(result.parts))}.</p>{error}
+{escape(_human({k: v for k, v in result.parts.items() if v not in (None, False)}))}.</p>{error}
 <h2>Expectations</h2><table><tr><th>verdict</th><th>expectation</th><th>detail</th></tr>{''.join(rows)}</table>
 <h2>Summary</h2><table>{summary}</table>
 <h2>Charts</h2>{rate}<br>{latency}<br>{delivery}
 <h2>Timeline</h2><table><tr><th>fleet time</th><th>wall s</th><th>event</th><th>detail</th></tr>{events}</table>
 </body></html>
 """
+
+
+def _human(value: Any) -> str:
+    """A summary value for people: numbers rounded, mappings as `key value, ...`, not raw JSON."""
+    if isinstance(value, float):
+        return f"{value:.1f}" if abs(value) >= 1 else f"{value:.3g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_human(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(_human(v) for v in value)
+    return str(value)
