@@ -39,6 +39,7 @@ from .hal import (
 )
 from .poller import MeterPoller
 from .store import MessageStore
+from .tasks import first_to_end, raise_if_cancelling
 from .timing import Backoff, sleep_or_event, with_timeout
 
 __all__ = ["CONFIG_OVERLAY", "Firmware", "Hardware"]
@@ -113,11 +114,8 @@ class Firmware:
             self.config.poll_interval_s, len(self.store or ()),
         )
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._poll_loop(), name=f"poll {self.config.mac}")
-                tg.create_task(self._link_loop(), name=f"link {self.config.mac}")
-                tg.create_task(self._wait_reboot(), name=f"reboot {self.config.mac}")
-        except* _Reboot:
+            await first_to_end(self._poll_loop(), self._link_loop(), self._wait_reboot())
+        except _Reboot:
             pass
         finally:
             self.connected.clear()
@@ -154,7 +152,7 @@ class Firmware:
 
     async def _wait_reboot(self) -> None:
         await self._reboot_event.wait()
-        raise _Reboot()  # cancels poller and link; the link says "offline" on its way out
+        raise _Reboot()  # ends the boot: poller and link are cancelled; the link says "offline" on its way out
 
     # ------------------------------------------------------------------------------------- polling
     async def _poll_loop(self) -> None:
@@ -163,6 +161,7 @@ class Firmware:
         tick = clock.monotonic()  # when the last poll was due
         while True:
             await self.poll_once()
+            raise_if_cancelling()
             while True:
                 interval = self.config.poll_interval_s
                 target = tick + interval
@@ -231,10 +230,11 @@ class Firmware:
                     finally:
                         if self._reboot_event.is_set():
                             await self._say_offline(session)
-            except* TransportError as eg:
+            except TransportError as exc:
+                raise_if_cancelling()
                 if not self.connected.is_set():
                     self._counters.connect_failures += 1
-                log.warning("event=link_down mac=%s error=%r", cfg.mac, str(eg.exceptions[0]))
+                log.warning("event=link_down mac=%s error=%r", cfg.mac, str(exc))
             finally:
                 self.connected.clear()
             delay = backoff.next_delay()
@@ -249,9 +249,8 @@ class Firmware:
         self.connected.set()
         log.info("event=online mac=%s queue_depth=%d", mac, len(self.store or ()))
         # ends with TransportError (link lost) or cancellation (reboot); both unwind the session
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._send_loop(session))
-            tg.create_task(self._command_loop(session))
+        failure: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await first_to_end(self._send_loop(session, failure), self._command_loop(session), failure)
 
     async def _say_offline(self, session: MqttSession) -> None:
         """A clean disconnect suppresses the LWT, so a shutting-down gateway says "offline" itself.
@@ -262,13 +261,23 @@ class Firmware:
             await with_timeout(self.hw.clock, session.publish(status_topic(self.config.mac), b"offline",
                                                               qos=1, retain=True), 5.0)
 
-    async def _send_loop(self, session: MqttSession) -> None:
-        """Send queued messages in order with at most ``queue.inflight`` awaiting PUBACK."""
+    async def _send_loop(self, session: MqttSession, failure: asyncio.Future[None]) -> None:
+        """Send queued messages in order with at most ``queue.inflight`` awaiting PUBACK.
+
+        A failed publish sets ``failure`` (which ends the session); pending publishes die with the loop.
+        """
         store = self.store
         assert store is not None
         window = asyncio.Semaphore(self.config.queue.inflight)
+        pending: set[asyncio.Task[None]] = set()
+
+        def done(task: asyncio.Task[None]) -> None:
+            pending.discard(task)
+            if not task.cancelled() and task.exception() is not None and not failure.done():
+                failure.set_exception(task.exception())  # type: ignore[arg-type]
+
         cursor = -1
-        async with asyncio.TaskGroup() as tg:
+        try:
             while True:
                 seq = await store.wait_after(cursor)
                 cursor = seq
@@ -278,7 +287,12 @@ class Firmware:
                     window.release()
                     continue
                 # created in order and started in order: publishes leave in queue order
-                tg.create_task(self._publish_one(session, msg.seq, msg.topic, msg.payload, window))
+                task = asyncio.ensure_future(self._publish_one(session, msg.seq, msg.topic, msg.payload, window))
+                pending.add(task)
+                task.add_done_callback(done)
+        finally:
+            for task in list(pending):
+                task.cancel()
 
     async def _publish_one(
         self, session: MqttSession, seq: int, topic: str, payload: bytes, window: asyncio.Semaphore
@@ -298,7 +312,11 @@ class Firmware:
 
     # ------------------------------------------------------------------------------------ commands
     async def _command_loop(self, session: MqttSession) -> None:
+        prefix = command_topic(self.config.mac, "config").rpartition("/")[0] + "/"
         async for msg in session.messages():
+            if not msg.topic.startswith(prefix):  # brokers may deliver retained/overlapping topics: not ours
+                log.debug("event=message_ignored mac=%s topic=%s", self.config.mac, msg.topic)
+                continue
             await self.handle_command(msg)
         raise TransportError("message stream ended")
 

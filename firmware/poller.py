@@ -17,6 +17,7 @@ from .config import MeterConfig, ModbusConfig
 from .counters import Counters
 from .hal import Clock, ModbusPort
 from .registers import decode_registers, register_count
+from .tasks import raise_if_cancelling
 from .timing import with_timeout
 
 __all__ = ["MeterPoller", "ReadFailure"]
@@ -61,6 +62,7 @@ class MeterPoller:
             try:
                 value = await self.read_once(meter)
             except (ReadFailure, TimeoutError, OSError, ModbusException) as exc:
+                raise_if_cancelling()
                 delay = self.policy.backoff_s[min(attempt - 1, len(self.policy.backoff_s) - 1)]
                 log.warning(
                     "event=modbus_attempt_failed mac=%s meter=%s slave=%d register=%d attempt=%d/%d "

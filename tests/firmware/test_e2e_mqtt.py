@@ -4,6 +4,7 @@ that decodes with ``tds_core.protocol.decode``."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import random
 from collections.abc import AsyncIterator
@@ -49,7 +50,9 @@ async def gateway(tmp_path: Path, broker_port: int, *, speed: float = 20.0, stop
     async with serve_bank(tcp_framer="rtu") as served:
         meters = energy_bank_meters(served.bank, 2)
         doc = {"broker": {"url": f"mqtt://127.0.0.1:{broker_port}"}, "poll_interval_s": 1, "meters": meters,
-               "modbus": {"port": f"tcp://127.0.0.1:{served.tcp_port}", "timeout_s": 5},
+               # clock seconds: at speed 20 the timeouts are 3 s and 30 s real (a loaded CI box stays green)
+               "modbus": {"port": f"tcp://127.0.0.1:{served.tcp_port}", "timeout_s": 60},
+               "queue": {"max_messages": 100, "inflight": 4, "ack_timeout_s": 600},
                "reconnect": {"initial_s": 1, "max_s": 4}}
         doc.update(overrides)
         cfg = load_config(write_config(tmp_path / "gateway.yaml", **doc))
@@ -71,18 +74,29 @@ async def gateway(tmp_path: Path, broker_port: int, *, speed: float = 20.0, stop
         finally:
             if not task.done():
                 task.cancel()
-            with_exc = await asyncio.gather(task, return_exceptions=True)
+            await _finish(task)
             port.close()
-            assert not [e for e in with_exc if not isinstance(e, Stopped | asyncio.CancelledError)], with_exc
+
+
+async def _finish(task: asyncio.Task) -> None:
+    """Wait for a cancelled firmware task; a firmware that ignores cancellation fails with every task's stack."""
+    done, _ = await asyncio.wait({task}, timeout=30)
+    if not done:
+        stacks = io.StringIO()
+        for t in asyncio.all_tasks():
+            t.print_stack(file=stacks)
+        raise AssertionError(f"firmware did not stop within 30 s of its cancellation:\n{stacks.getvalue()}")
+    if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), Stopped):
+        raise AssertionError(f"firmware failed: {task.exception()!r}")
 
 
 def _telemetry(col: Collector) -> list[Any]:
     return [decode(TELEMETRY, p) for p in col.on(TELEMETRY)]
 
 
-def test_v1_telemetry_status_and_clean_shutdown(tmp_path: Path, mosquitto: Any) -> None:
+def test_v1_telemetry_status_and_clean_shutdown(tmp_path: Path, broker: Any) -> None:
     async def scenario() -> None:
-        async with Collector(mosquitto.port, TELEMETRY, STATUS) as col, gateway(tmp_path, mosquitto.port) as rig:
+        async with Collector(broker.port, TELEMETRY, STATUS) as col, gateway(tmp_path, broker.port) as rig:
             await col.wait_for(lambda: len(col.on(TELEMETRY)) >= 3, what="3 telemetry messages")
             assert col.on(STATUS)[0] == b"online"
             msgs = _telemetry(col)
@@ -100,17 +114,17 @@ def test_v1_telemetry_status_and_clean_shutdown(tmp_path: Path, mosquitto: Any) 
             assert c.connects == 1 and c.polls >= 3 and c.published >= c.acked >= 3 and not c.meter_failures
             rig.fw.request_reboot("test over")
             with pytest.raises(Stopped):
-                await rig.task
+                await asyncio.wait_for(rig.task, 30)
             await col.wait_for(lambda: col.on(STATUS)[-1:] == [b"offline"], what="offline on clean shutdown")
 
     asyncio.run(scenario())
 
 
-def test_legacy_format_end_to_end(tmp_path: Path, mosquitto: Any) -> None:
+def test_legacy_format_end_to_end(tmp_path: Path, broker: Any) -> None:
     async def scenario() -> None:
         topics = ("telemetry/GW-TEST-001/D01/data", "telemetry/GW-TEST-001/D02/data")
-        async with Collector(mosquitto.port, "telemetry/+/+/data") as col, \
-                gateway(tmp_path, mosquitto.port, payload_format="legacy", gateway_code="GW-TEST-001"):
+        async with Collector(broker.port, "telemetry/+/+/data") as col, \
+                gateway(tmp_path, broker.port, payload_format="legacy", gateway_code="GW-TEST-001"):
             await col.wait_for(lambda: all(len(col.on(t)) >= 2 for t in topics), what="legacy messages")
             for topic in topics:
                 for payload in col.on(topic):
@@ -122,11 +136,11 @@ def test_legacy_format_end_to_end(tmp_path: Path, mosquitto: Any) -> None:
     asyncio.run(scenario())
 
 
-def test_replay_after_outage_keeps_original_timestamps_and_order(tmp_path: Path, mosquitto: Any) -> None:
+def test_replay_after_outage_keeps_original_timestamps_and_order(tmp_path: Path, broker: Any) -> None:
     async def scenario() -> None:
-        proxy = await CuttableProxy(mosquitto.port).start()
+        proxy = await CuttableProxy(broker.port).start()
         try:
-            async with Collector(mosquitto.port, TELEMETRY, STATUS) as col, gateway(tmp_path, proxy.port) as rig:
+            async with Collector(broker.port, TELEMETRY, STATUS) as col, gateway(tmp_path, proxy.port) as rig:
                 await col.wait_for(lambda: len(col.on(TELEMETRY)) >= 1, what="first message")
                 proxy.cut()  # network down: no DISCONNECT, the broker fires the LWT
                 await col.wait_for(lambda: col.on(STATUS)[-1:] == [b"offline"], what="LWT offline")
@@ -157,17 +171,17 @@ def test_replay_after_outage_keeps_original_timestamps_and_order(tmp_path: Path,
     asyncio.run(scenario())
 
 
-def test_queue_survives_a_reboot_while_offline(tmp_path: Path, mosquitto: Any) -> None:
+def test_queue_survives_a_reboot_while_offline(tmp_path: Path, broker: Any) -> None:
     async def scenario() -> None:
-        proxy = await CuttableProxy(mosquitto.port).start()
+        proxy = await CuttableProxy(broker.port).start()
         proxy.cut()  # never connected before the reboot
         try:
-            async with Collector(mosquitto.port, TELEMETRY) as col:
+            async with Collector(broker.port, TELEMETRY) as col:
                 async with gateway(tmp_path, proxy.port) as rig:
                     await col.wait_for(lambda: rig.fw.counters().queue_depth >= 3, what="queued offline")
                     rig.fw.request_reboot("power cycle")
                     with pytest.raises(Stopped):
-                        await rig.task
+                        await asyncio.wait_for(rig.task, 30)
                     on_flash = sorted(p.name for p in (rig.flash_dir / "queue").iterdir())
                 assert len(on_flash) >= 3
                 proxy.restore()
@@ -182,13 +196,14 @@ def test_queue_survives_a_reboot_while_offline(tmp_path: Path, mosquitto: Any) -
     asyncio.run(scenario())
 
 
-def test_full_queue_drops_oldest_while_offline(tmp_path: Path, mosquitto: Any) -> None:
+def test_full_queue_drops_oldest_while_offline(tmp_path: Path, broker: Any) -> None:
     async def scenario() -> None:
-        proxy = await CuttableProxy(mosquitto.port).start()
+        proxy = await CuttableProxy(broker.port).start()
         proxy.cut()
         try:
-            async with Collector(mosquitto.port, TELEMETRY) as col, \
-                    gateway(tmp_path, proxy.port, queue={"max_messages": 3, "inflight": 2}) as rig:
+            async with Collector(broker.port, TELEMETRY) as col, \
+                    gateway(tmp_path, proxy.port,
+                            queue={"max_messages": 3, "inflight": 2, "ack_timeout_s": 600}) as rig:
                 await col.wait_for(lambda: rig.fw.counters().dropped >= 3, what="drops")
                 queue_dir = rig.flash_dir / "queue"
                 kept = [decode(TELEMETRY, f.read_bytes().split(b"\n", 2)[2]).timestamp
@@ -209,15 +224,15 @@ def test_full_queue_drops_oldest_while_offline(tmp_path: Path, mosquitto: Any) -
     asyncio.run(scenario())
 
 
-def test_config_and_reboot_commands(tmp_path: Path, mosquitto: Any) -> None:
+def test_config_and_reboot_commands(tmp_path: Path, broker: Any) -> None:
     async def scenario() -> None:
         import aiomqtt
 
-        async with Collector(mosquitto.port, STATUS, TELEMETRY) as col, \
-                gateway(tmp_path, mosquitto.port, stop_on_reboot=False) as rig:
+        async with Collector(broker.port, STATUS, TELEMETRY) as col, \
+                gateway(tmp_path, broker.port, stop_on_reboot=False) as rig:
             await col.wait_for(lambda: rig.fw.connected.is_set() and col.on(STATUS)[-1:] == [b"online"],
                                what="online")
-            async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="test-operator") as op:
+            async with aiomqtt.Client("127.0.0.1", broker.port, identifier="test-operator") as op:
                 await op.publish(command_topic(MAC, "config"), json.dumps({"poll_interval_s": 2.5}), qos=1)
                 await col.wait_for(lambda: rig.fw.config.poll_interval_s == 2.5, what="config applied")
                 overlay = json.loads((rig.flash_dir / CONFIG_OVERLAY).read_text())

@@ -58,7 +58,7 @@ def test_good_meter_value_matches_what_the_slave_served(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with _bank() as served:
             meters = energy_bank_meters(served.bank, 2)
-            clock = FastClock()
+            clock = FastClock(speed=1)
             fw = _firmware(tmp_path, served, clock, meters=meters)
             poller = MeterPoller(fw.hw.modbus, clock, fw.config.modbus, Counters())
             value = await poller.read(fw.config.meters[0])
@@ -75,7 +75,7 @@ def test_silent_meter_fails_three_attempts_with_1_2_4_backoff_and_is_not_publish
         async with _bank() as served:
             meters = energy_bank_meters(served.bank, 2)
             served.bank.add_fault(2, faults.no_reply())
-            clock = FastClock(speed=100)
+            clock = FastClock(speed=10)
             fw = _firmware(tmp_path, served, clock, meters=meters)
             await fw.boot()
             assert await fw.poll_once() == 1
@@ -104,7 +104,7 @@ def test_exception_response_is_retried_then_recovers(tmp_path: Path) -> None:
         async with _bank() as served:
             meters = energy_bank_meters(served.bank, 1)
             served.bank.add_fault(1, faults.exception(4))
-            clock = FastClock(speed=100)
+            clock = FastClock(speed=10)
             fw = _firmware(tmp_path, served, clock, meters=meters)
             poller = MeterPoller(fw.hw.modbus, clock, fw.config.modbus, Counters())
 
@@ -129,7 +129,7 @@ def test_legacy_publishes_one_message_per_good_meter(tmp_path: Path) -> None:
         async with _bank() as served:
             meters = energy_bank_meters(served.bank, 3)
             served.bank.add_fault(3, faults.exception(11))
-            clock = FastClock(speed=1000)
+            clock = FastClock(speed=10)
             fw = _firmware(tmp_path, served, clock, payload_format="legacy",
                            gateway_code="GW-TEST-001", meters=meters)
             await fw.boot()
@@ -156,7 +156,7 @@ def test_rtu_over_a_serial_pty(tmp_path: Path) -> None:
             energy_bank_meters(served.bank, 1)
             cfg = load_config(write_config(tmp_path / "gateway.yaml", modbus={"port": served.rtu_device}))
             port = SerialModbusPort(served.rtu_device, baudrate=19200, timeout_s=2)
-            poller = MeterPoller(port, FastClock(), cfg.modbus, Counters())
+            poller = MeterPoller(port, FastClock(speed=1), cfg.modbus, Counters())
             try:
                 value = await poller.read(cfg.meters[0])
             finally:
