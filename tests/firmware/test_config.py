@@ -135,3 +135,15 @@ def test_overlay_is_validated_like_the_file(tmp_path: Path) -> None:
     assert info.value.errors == ["command config: poll_interval_s: expected a number >0..86400, got -1"]
     with pytest.raises(ConfigError, match=r"mac: cannot be changed by command"):
         cfg.with_overlay({"mac": "aa:bb:cc:dd:ee:00"})
+
+
+def test_the_shipped_example_is_valid(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "firmware" / "gateway.example.yaml"
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    for name in ("ca.crt", "device.crt", "device.key"):
+        (certs / name).write_text("placeholder")
+    cfg = load_config(_write(tmp_path, example.read_text(encoding="utf-8")))
+    assert cfg.broker.tls and cfg.broker.port == 8883 and cfg.broker.ca == str(certs / "ca.crt")
+    assert [m.code for m in cfg.meters] == ["D01", "D02", "D03"]
+    assert cfg.meters[2].function == "input" and cfg.meters[1].unit == "m³"
