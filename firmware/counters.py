@@ -31,6 +31,7 @@ class CountersSnapshot:
     commands: int = 0
     commands_rejected: int = 0
     boots: int = 0
+    crashes: int = 0
     queue_depth: int = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -58,6 +59,7 @@ class Counters:
     commands: int = 0
     commands_rejected: int = 0
     boots: int = 0
+    crashes: int = 0
 
     def meter_failed(self, code: str) -> None:
         """Count one failed reading of meter ``code``."""

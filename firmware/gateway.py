@@ -49,6 +49,8 @@ T = TypeVar("T")
 
 CONFIG_OVERLAY = "config/overlay.json"
 """Flash name of the config changes received by command (applied on top of the file at every boot)."""
+CRASH_PAUSE_S = 5.0
+"""Pause after an unexpected error before rebooting (keeps a persistent fault from spinning the CPU)."""
 
 
 @dataclass
@@ -97,9 +99,17 @@ class Firmware:
         """Boot, run until a reboot is requested, call the reboot hook, boot again; forever.
 
         Returns only when the reboot hook raises (e.g. a virtual power-off), re-raising its exception.
+        An unexpected error in a boot is logged, counted (``crashes``) and treated like a watchdog reset:
+        a short pause on the clock, then the reboot hook.
         """
         while True:
-            reason = await self.run_once()
+            try:
+                reason = await self.run_once()
+            except Exception as exc:  # the watchdog: never leave a field gateway dead
+                self._counters.crashes += 1
+                log.exception("event=crash mac=%s error=%r", self.config.mac, exc)
+                reason = f"crash: {type(exc).__name__}"
+                await self.hw.clock.sleep(CRASH_PAUSE_S)
             await self.hw.reboot(reason)
 
     async def run_once(self) -> str:
@@ -230,7 +240,7 @@ class Firmware:
                     finally:
                         if self._reboot_event.is_set():
                             await self._say_offline(session)
-            except TransportError as exc:
+            except (TransportError, TimeoutError) as exc:
                 raise_if_cancelling()
                 if not self.connected.is_set():
                     self._counters.connect_failures += 1
