@@ -65,6 +65,7 @@ def test_bench_embedded_broker(tmp_path: Path, pg_admin_dsn: str) -> None:
     _check_report(report, "embedded")
 
 
+@pytest.mark.mosquitto
 @pytest.mark.parametrize("impl", ["paho", "raw"])
 def test_bench_mosquitto_mtls(tmp_path: Path, pg_admin_dsn: str, impl: str) -> None:
     if not mosquitto_available():
