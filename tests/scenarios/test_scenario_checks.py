@@ -170,3 +170,13 @@ def test_reports_one_junit_case_per_expectation(tmp_path: Path) -> None:
     assert data["summary"]["rows_stored"] == 6
     html = paths["html"].read_text()
     assert html.count("<svg") == 3 and "FAILED" in html and "latency[p95_ms&lt;=100]" in html
+
+
+def test_power_loss_write_is_reported_but_a_real_drop_still_fails() -> None:
+    obs = good_observations()
+    obs.dropped[A] = obs.lost_on_power_loss[A] = 1  # a queue write cut by the power: never published
+    ok, message = verdicts(obs)["all_published_acked"]
+    assert ok and "1 queue writes lost with the power" in message
+    obs.dropped[A] = 2  # plus one message that existed and was dropped without a PUBACK
+    ok, message = verdicts(obs)["all_published_acked"]
+    assert not ok and "GA published 3 acked 3 dropped 1" in message
