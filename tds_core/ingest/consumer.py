@@ -30,6 +30,7 @@ from paho.mqtt.properties import Properties
 
 from tds_core.ingest import metrics
 from tds_core.ingest.config import BrokerAddress, IngestConfig
+from tds_core.ingest.mqttclient import ConsumerClient
 from tds_core.ingest.pipeline import Accepted, InboundMessage, dead_letter, process_message
 from tds_core.protocol import STATUS_OFFLINE, STATUS_ONLINE, Reason, Rejection, parse_topic
 from tds_core.registry.cache import GatewayEntry, RegistryCache
@@ -148,14 +149,14 @@ class Consumer:
 
     # ---------------------------------------------------------------- MQTT side (paho's thread)
 
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self) -> ConsumerClient:
         cfg = self.config
         protocol = mqtt.MQTTv5 if cfg.mqtt_version == 5 else mqtt.MQTTv311
         kwargs: dict = {"callback_api_version": CallbackAPIVersion.VERSION2, "client_id": cfg.client_id,
                         "protocol": protocol, "manual_ack": True}
         if protocol == mqtt.MQTTv311:
             kwargs["clean_session"] = False  # persistent session: QoS 1 messages wait for us while we are away
-        client = mqtt.Client(**kwargs)
+        client = ConsumerClient(**kwargs)
         client.max_queued_messages_set(0)
         client.reconnect_delay_set(min_delay=0.2, max_delay=10)
         if cfg.tls is not None:
@@ -278,8 +279,10 @@ class Consumer:
         if written is None:
             return False
         result, letters = written
+        # One write for the batch's PUBACKs (QoS 1; the subscriptions grant no QoS 2, kept for completeness).
+        self._client.ack_many([m.mid for m in batch if m.qos == 1])
         for message in batch:
-            if message.qos:
+            if message.qos > 1:
                 self._client.ack(message.mid, message.qos)
         self._batch_in_hand = 0
         done = time.monotonic()
