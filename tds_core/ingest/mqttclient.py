@@ -3,8 +3,11 @@
 paho 2.2 reads ONE packet per select(): every message costs a select(), an SSL pending() and the loop's
 bookkeeping, and `loop_read(max_packets)` ignores its argument for a subscriber. `ack()` queues each
 PUBACK as its own packet, waking the network thread with a socket write per ack, and each 4-byte PUBACK
-then goes out as its own TLS record (encrypted here, decrypted by the broker). This subclass reads every
-packet already received (socket and TLS buffer) per wake-up, and sends a batch's PUBACKs as one write.
+then goes out as its own TLS record (encrypted here, decrypted by the broker). paho also reads each packet
+with three socket reads (type, length, body); on a TLS socket each is an SSL read that drops and retakes
+the GIL, a thread switch against the busy writer thread. This subclass reads the socket in large chunks
+into its own buffer, handles every packet already received per wake-up, and sends a batch's PUBACKs as
+one write.
 It overrides private methods of paho: pyproject pins paho-mqtt==2.2.0, and tests/ingest exercise it.
 """
 
@@ -20,26 +23,49 @@ __all__ = ["ConsumerClient"]
 
 _PUBACK = 0x40
 _PUBACK_PACKET = struct.Struct("!BBH")  # fixed header (PUBACK, remaining length 2) + packet id
-# Packets handled per wake-up at most, so queued PUBACKs and keepalives still get their turn under a flood.
+# Packets handled per wake-up (then the buffer is emptied), so PUBACKs and keepalives get their turn.
 _READ_BURST = 256
+_RECV_CHUNK = 65536  # a TLS read returns at most one record (16 KiB) whatever is asked
 
 
 class ConsumerClient(mqtt.Client):
     """An `mqtt.Client` for a manual-ack subscriber: drains the socket per wake-up; `ack_many()` batches."""
 
-    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        """Handle every complete packet already received (up to a burst), not just one.
+    _rbuf: bytes = b""  # bytes read from the socket, not yet handed to paho's packet reader
+    _rpos: int = 0
+    _rsock: object = None  # the socket _rbuf came from (a reconnect brings a new one)
 
-        Returning with bytes left unread is safe: they sit in the socket (select() fires again) or in the
-        TLS buffer (paho's loop checks `pending()` and does not block then).
+    def _sock_recv(self, bufsize: int) -> bytes:
+        """paho's reads served from a buffer refilled by one large read (same errors and EOF as paho's)."""
+        if self._rsock is not self._sock:
+            self._rbuf, self._rpos, self._rsock = b"", 0, self._sock
+        buf, pos = self._rbuf, self._rpos
+        if pos >= len(buf):
+            buf = super()._sock_recv(_RECV_CHUNK)  # raises BlockingIOError when nothing is there
+            if not buf:
+                return buf  # end of stream
+            self._rbuf, pos = buf, 0
+        end = pos + bufsize
+        self._rpos = end
+        return buf[pos:end]
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        """Handle every complete packet already received (a burst, then what is left in the buffer).
+
+        Bytes left unread when returning are in the socket (select() fires again) or in the TLS buffer
+        (paho's loop checks `pending()` and does not block then), never in ours: select() cannot see it.
         """
-        for _ in range(_READ_BURST):
+        handled = 0
+        while True:
             if self._sock is None:
                 return MQTTErrorCode.MQTT_ERR_NO_CONN
             rc = self._packet_read()
             if rc > 0:
                 return self._loop_rc_handle(rc)
-            if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
+            if rc == MQTTErrorCode.MQTT_ERR_AGAIN and self._rpos >= len(self._rbuf):
+                break  # the socket would block and our buffer is empty
+            handled += 1
+            if handled >= _READ_BURST and self._rpos >= len(self._rbuf):
                 break
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
