@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 Row = tuple[datetime, int, int, int, float]
 
 _DEVICE_TIME = itemgetter(1, 0)
+_TIME = itemgetter(0)
+_DEVICE = itemgetter(1)
 _STAGING = "tds_readings_staging"
 _CREATE_STAGING = f"""
     CREATE TEMP TABLE IF NOT EXISTS {_STAGING} (
@@ -76,7 +78,7 @@ _INSERT_PLAIN = f"""
     SELECT count(*) FROM ins
 """
 # Lock the gateways' rows in id order first (an UPDATE … FROM locks in whatever order its join yields).
-_LOCK_GATEWAYS = "SELECT id FROM gateways WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE"
+_LOCK_GATEWAYS = "SELECT id FROM gateways WHERE id = ANY(%s::bigint[]) ORDER BY id FOR NO KEY UPDATE"
 # Touching only last_seen/online fires no registry notification (migration 0001); rows already current
 # are not rewritten, so redeliveries cost no row versions.
 _UPDATE_GATEWAYS = """
@@ -217,10 +219,11 @@ class BatchWriter:
                     write_row(row)
             if self.backend == "postgres":
                 # Every row was inserted: its (device, UTC hour) bucket is invalid. timestamp() is UTC-based
-                # whatever the datetime's zone.
-                keys = {(row[1], int(row[0].timestamp() // 3600)) for row in rows}
+                # whatever the datetime's zone; computed once per distinct time (a batch holds one per message).
+                hour_of = {t: int(t.timestamp() // 3600) for t in set(map(_TIME, rows))}
+                keys = set(zip(map(_DEVICE, rows), map(hour_of.__getitem__, map(_TIME, rows)), strict=True))
                 devices, hours = zip(*keys, strict=True)
-                cur.execute(_DIRTY_FROM_KEYS, (list(devices), list(hours)))
+                cur.execute(_DIRTY_FROM_KEYS, (_int_array(devices), _int_array(hours)))
 
     def _insert_via_staging(self, rows: Sequence[Row]) -> int:
         conn = self.conn
@@ -242,8 +245,11 @@ class BatchWriter:
 
     def _touch_gateways(self, seen: Mapping[int, datetime]) -> None:
         ids = sorted(seen)
-        self.conn.execute(_LOCK_GATEWAYS, (ids,))
-        self.conn.execute(_UPDATE_GATEWAYS, (ids, [seen[i] for i in ids]))
+        id_array = _int_array(ids)
+        self.conn.execute(_LOCK_GATEWAYS, (id_array,))
+        # ISO 8601 with its offset: exact to the microsecond, and needs no quoting inside an array literal.
+        seen_array = "{" + ",".join([seen[i].isoformat() for i in ids]) + "}"
+        self.conn.execute(_UPDATE_GATEWAYS, (id_array, seen_array))
 
     def _insert_dead_letters(self, letters: Iterable[DeadLetter]) -> int:
         letters = list(letters)
@@ -260,3 +266,10 @@ class BatchWriter:
             ),
         )
         return cur.rowcount
+
+
+def _int_array(values: Iterable[int]) -> str:
+    """A bigint[] literal (pass with a ::bigint[] cast): psycopg dumps a list item by item in Python and
+    checks each for quoting; one join is several times cheaper for the ~1,000 dirty keys of a batch."""
+    return "{" + ",".join(map(str, values)) + "}"
+
