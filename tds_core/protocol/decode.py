@@ -12,6 +12,12 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+try:  # optional accelerator for the common valid message; every verdict still comes from the stdlib path
+    from orjson import JSONDecodeError as _FastJSONError
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - orjson is a declared dependency
+    _fast_loads = None
+
 from .errors import Reason, Rejection, show
 from .model import DEFAULT_LIMITS, Limits, Reading, Telemetry, _new_reading, _new_telemetry
 from .timestamps import parse_timestamp
@@ -64,6 +70,8 @@ def decode(topic: str, payload: bytes, *, now: datetime | None = None, limits: L
             Reason.PAYLOAD_TOO_LARGE,
             f"payload: {len(payload)} bytes, more than the limit of {limits.max_payload_bytes} bytes",
         )
+    if _fast_loads is not None and (telemetry := _decode_fast(topic, payload, now, limits)) is not None:
+        return telemetry
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -84,6 +92,35 @@ def decode(topic: str, payload: bytes, *, now: datetime | None = None, limits: L
         f"topic {show(topic)}: a {info.kind} topic carries no telemetry; "
         "expected tds_new/devices/{mac}/telemetry or telemetry/{gateway}/{device}/data",
     )
+
+
+# Fast path: orjson (UTF-8 check and parse in one C call, ~5x the stdlib with our float hook) for a v1
+# message whose every reading is the plain valid shape. It only ever ACCEPTS: anything else (a parse
+# error, another topic, any Rejection, an unusual reading) returns None and the message goes through the
+# stdlib path from the start, so every rejection reason and detail is the stdlib path's. Where the two
+# parsers differ on input orjson accepts: an integer beyond 64 bits becomes a float in orjson (the stdlib
+# keeps an int, which the decoder then converts to the same float, or rejects past 4,300 digits; orjson
+# calls those infinite and fails) and the stdlib fails on nesting orjson takes (up to 1,024 levels); the
+# opener count below keeps deep documents off the fast path.
+_FAST_MAX_OPENERS = 64  # '{' + '[' in the payload; a valid v1 message has readings + 2 (at most 34)
+
+
+def _decode_fast(topic: str, payload: bytes, now: datetime | None, limits: Limits) -> Telemetry | None:
+    if payload.count(b"{") + payload.count(b"[") > _FAST_MAX_OPENERS:
+        return None
+    try:
+        doc = _fast_loads(payload)
+    except _FastJSONError:
+        return None
+    if type(doc) is not dict:
+        return None
+    try:
+        info = parse_topic(topic)
+        if info.kind != "v1":
+            return None
+        return _decode_v1(info.mac, doc, now, limits, strict=True)
+    except Rejection:
+        return None
 
 
 def _parse_json(text: str) -> Any:
@@ -226,7 +263,11 @@ def _check_device_code(code: object, path: str) -> str:
     return code
 
 
-def _decode_v1(topic_mac: str, doc: dict, now: datetime | None, limits: Limits) -> Telemetry:
+def _decode_v1(
+    topic_mac: str, doc: dict, now: datetime | None, limits: Limits, strict: bool = False
+) -> Telemetry | None:
+    """The v1 fields of a parsed payload. ``strict`` (the orjson fast path): None for any reading off the
+    plain valid shape, instead of validating it field by field."""
     raw_mac = _string(doc, "gateway_mac", "a MAC address string")
     if raw_mac != topic_mac:  # fast path: firmware sends the canonical form used in its topic
         try:
@@ -260,6 +301,8 @@ def _decode_v1(topic_mac: str, doc: dict, now: datetime | None, limits: Limits) 
                 seen[code] = i
                 readings.append(_new_reading(code, value, unit, None))
                 continue
+        if strict:
+            return None
         readings.append(_v1_reading(item, i, seen))
     return _new_telemetry("v1", ts, tuple(readings), topic_mac, None)
 
