@@ -69,6 +69,22 @@ class ConsumerClient(mqtt.Client):
                 break
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
+    def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
+        """paho's dispatch without its per-message topic matching when no per-topic callback exists."""
+        if self._on_message_filtered._root._children:  # message_callback_add() was used: paho's way
+            super()._handle_on_message(message)
+            return
+        on_message = self._on_message
+        if on_message is None:
+            return
+        with self._in_callback_mutex:
+            try:
+                on_message(self, self._userdata, message)
+            except Exception as err:
+                self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
+                if not self.suppress_exceptions:
+                    raise
+
     def ack_many(self, mids: Iterable[int]) -> MQTTErrorCode:
         """PUBACK these QoS 1 packet ids as ONE queued write (same bytes as `ack(mid, 1)` for each)."""
         pack = _PUBACK_PACKET.pack
