@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 # A write that fails for a reason other than the connection (a constraint the decoder did not foresee) must
 # not block the stream: the batch is retried message by message and the culprit dead-lettered with this code.
 STORAGE_REJECTED = "storage_rejected"
+_TELEMETRY_IN = metrics.MESSAGES_IN.labels("telemetry")  # label lookups once, not per message
+_STATUS_IN = metrics.MESSAGES_IN.labels("status")
 
 
 @dataclass(frozen=True)
@@ -195,12 +197,15 @@ class Consumer:
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         if self._stopping.is_set():
             return  # not acknowledged: the broker keeps it in our session for the next run
-        message = InboundMessage(
+        queue = self._queue
+        queue.append(InboundMessage(
             msg.topic, msg.payload, msg.mid, msg.qos, datetime.now(UTC), time.monotonic(), bool(msg.retain)
-        )
-        with self._cond:
-            self._queue.append(message)
-            if len(self._queue) == 1 or len(self._queue) >= self.config.batch_max_messages:
+        ))
+        # deque.append is atomic: the lock is only needed to wake the writer (first message, or a full batch).
+        # The writer checks the queue under the lock before waiting, so this notify cannot be missed.
+        depth = len(queue)
+        if depth == 1 or depth == self.config.batch_max_messages:
+            with self._cond:
                 self._cond.notify()
 
     # ---------------------------------------------------------------- writer side (own thread)
@@ -249,10 +254,10 @@ class Consumer:
         seen: dict[int, datetime] = {}
         letters: list[DeadLetter] = []
         status_after: dict[str, bool] = {}  # mac -> online, applied after the rows (last event wins)
-        stored_messages = 0
+        stored_messages = status_messages = 0
         for message in batch:
             if message.topic.endswith("/status"):
-                metrics.MESSAGES_IN.labels("status").inc()
+                status_messages += 1
                 outcome = self._status_update(message, snapshot)
                 if isinstance(outcome, DeadLetter):
                     letters.append(outcome)
@@ -266,7 +271,6 @@ class Consumer:
                     # An LWT, a clean "offline", or a retained (possibly stale) "online": the flag only.
                     status_after[gateway.mac] = online
                 continue
-            metrics.MESSAGES_IN.labels("telemetry").inc()
             result = process_message(message, snapshot, limits=limits)
             if isinstance(result, Accepted):
                 rows.extend(result.rows)
@@ -275,6 +279,11 @@ class Consumer:
                 stored_messages += 1
             else:
                 letters.append(result)
+        # Counted per batch, not per message (same totals once the batch is handled).
+        if status_messages:
+            _STATUS_IN.inc(status_messages)
+        if len(batch) > status_messages:
+            _TELEMETRY_IN.inc(len(batch) - status_messages)
         written = self._write_with_retry(batch, rows, seen, letters, status_after)
         if written is None:
             return False
@@ -286,8 +295,9 @@ class Consumer:
                 self._client.ack(message.mid, message.qos)
         self._batch_in_hand = 0
         done = time.monotonic()
+        observe = metrics.ACK_LATENCY.observe
         for message in batch:
-            metrics.ACK_LATENCY.observe(done - message.received_mono)
+            observe(done - message.received_mono)
         metrics.BATCH_SIZE.observe(len(batch))
         metrics.MESSAGES_STORED.inc(stored_messages)
         metrics.READINGS_STORED.inc(result.inserted)
