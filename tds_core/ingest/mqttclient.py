@@ -17,15 +17,19 @@ import struct
 from collections.abc import Iterable
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.client import MQTTErrorCode
+from paho.mqtt.client import MQTTErrorCode, MQTTMessage
 
 __all__ = ["ConsumerClient"]
 
 _PUBACK = 0x40
-_PUBACK_PACKET = struct.Struct("!BBH")  # fixed header (PUBACK, remaining length 2) + packet id
+_PUBACK_PACKET = struct.Struct("!BBH")
+_U16 = struct.Struct("!H")  # fixed header (PUBACK, remaining length 2) + packet id
 # Packets handled per wake-up (then the buffer is emptied), so PUBACKs and keepalives get their turn.
 _READ_BURST = 256
 _RECV_CHUNK = 65536  # a TLS read returns at most one record (16 KiB) whatever is asked
+
+
+_new_message = object.__new__
 
 
 class ConsumerClient(mqtt.Client):
@@ -67,6 +71,36 @@ class ConsumerClient(mqtt.Client):
             handled += 1
             if handled >= _READ_BURST and self._rpos >= len(self._rbuf):
                 break
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        """An MQTT 3.1.1 QoS 0/1 PUBLISH parsed in place; anything else (MQTT 5, QoS 2, a malformed packet)
+        goes to paho's own handler. The message given to on_message has no `info` (paho builds one, with
+        a lock, for tracking outgoing messages; nothing reads it on a received one)."""
+        header = self._in_packet["command"]
+        qos = (header & 0x06) >> 1
+        packet = self._in_packet["packet"]
+        if qos > 1 or self._protocol == mqtt.MQTTv5 or len(packet) < 4:
+            return super()._handle_publish()
+        (topic_len,) = _U16.unpack_from(packet)
+        start = 2 + topic_len
+        end = start + 2 if qos else start
+        if topic_len == 0 or end > len(packet):
+            return super()._handle_publish()  # paho reports the malformed packet
+        message = _new_message(MQTTMessage)
+        message.timestamp = mqtt.time_func()
+        message.state = mqtt.mqtt_ms_invalid
+        message.dup = bool(header & 0x08)
+        message.mid = _U16.unpack_from(packet, start)[0] if qos else 0
+        message._topic = bytes(packet[2:start])
+        message.payload = bytes(packet[end:])
+        message.qos = qos
+        message.retain = bool(header & 0x01)
+        message.info = None  # type: ignore[assignment]
+        message.properties = None
+        self._handle_on_message(message)
+        if qos and not self._manual_ack:
+            return self._send_puback(message.mid)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
