@@ -311,12 +311,68 @@ class TdsBroker(Broker):
                                                                            retain=False)))
 
     async def _client_message_loop(self, client_session: Session, handler: BrokerProtocolHandler) -> None:
+        """Per-connection loop: routes what the client published, handles (un)subscriptions, disconnect.
+
+        Replaces amqtt's loop, which lost acknowledged messages: the handler PUBACKs a QoS 1 PUBLISH as
+        soon as it sits in ``session.delivered_message_queue``, and only this loop moves it on to the
+        broadcast queue. Under load the loop lags behind the reader (thousands of messages), and amqtt
+        ended it on disconnect, leaving everything still queued behind: acknowledged, never delivered.
+        Here the loop, once the handler has stopped (so nothing more is PUBACKed), routes every message
+        still queued, including one its delivery waiter had already taken off the queue.
+        """
         client_session.attributes.pop(_CONNECTING, None)
         done = client_session.attributes[_LOOP_DONE] = asyncio.Event()
+        disconnect_waiter = asyncio.ensure_future(handler.wait_disconnect())
+        subscribe_waiter = asyncio.ensure_future(handler.get_next_pending_subscription())
+        unsubscribe_waiter = asyncio.ensure_future(handler.get_next_pending_unsubscription())
+        wait_deliver = asyncio.ensure_future(handler.mqtt_deliver_next_message())
         try:
-            await super()._client_message_loop(client_session, handler)
+            while True:
+                finished, _ = await asyncio.wait(
+                    [disconnect_waiter, subscribe_waiter, unsubscribe_waiter, wait_deliver],
+                    return_when=asyncio.FIRST_COMPLETED)
+                if wait_deliver in finished:
+                    if not await self._route_published(client_session, handler, wait_deliver.result()):
+                        await handler.handle_connection_closed()  # a protocol violation closes the connection
+                    wait_deliver = asyncio.ensure_future(handler.mqtt_deliver_next_message())
+                if subscribe_waiter in finished:
+                    await self._handle_subscription(client_session, handler, subscribe_waiter)
+                    subscribe_waiter = asyncio.ensure_future(handler.get_next_pending_subscription())
+                if unsubscribe_waiter in finished:
+                    await self._handle_unsubscription(client_session, handler, unsubscribe_waiter)
+                    unsubscribe_waiter = asyncio.ensure_future(handler.get_next_pending_unsubscription())
+                if disconnect_waiter in finished:
+                    # stops the handler: its reader and its PUBLISH tasks are gone when this returns
+                    await self._handle_disconnect(client_session, handler, disconnect_waiter)
+                    break
+        except asyncio.CancelledError:
+            log.debug("%s: client loop cancelled", client_session.client_id)
         finally:
+            waiters = [disconnect_waiter, subscribe_waiter, unsubscribe_waiter, wait_deliver]
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+            # Taken synchronously, so a clean-session CONNECT of the same client id (which clears the
+            # session's queues) cannot take them away while they are being routed.
+            backlog = []
+            if (wait_deliver.done() and not wait_deliver.cancelled() and wait_deliver.exception() is None
+                    and wait_deliver.result() is not None):
+                backlog.append(wait_deliver.result())
+            while not client_session.delivered_message_queue.empty():
+                backlog.append(client_session.delivered_message_queue.get_nowait())
+            if backlog:
+                log.debug("%s: routing %d message(s) received before the disconnect", client_session.client_id,
+                          len(backlog))
+            for message in backlog:
+                await self._route_published(client_session, handler, message)
             done.set()
+
+    async def _route_published(self, client_session: Session, handler: BrokerProtocolHandler,
+                               message: Any) -> bool:
+        """Broadcast one message the client published; False when its topic violates the protocol."""
+        taken: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        taken.set_result(message)
+        return await self._handle_message_delivery(client_session, handler, taken)
 
     async def _publish_session_retained_messages(self, session: Session) -> None:
         # Messages queued while the session was offline: not retained messages, so RETAIN=0, and not
