@@ -8,6 +8,10 @@ amqtt/mqtt/protocol/handler.py next to it):
   disconnects would lose it. Here an unacknowledged message stays in the session's ``inflight_out``
   until it is acknowledged; it is resent with DUP=1 when the persistent session reconnects
   [MQTT-4.4.0-1], without blocking the connection's start.
+* Publishes PUBACKed but not yet routed: amqtt acknowledges a QoS 1 PUBLISH once it is in the
+  publisher session's queue and ended the per-connection loop that routes that queue on disconnect,
+  dropping its backlog (5.9 % of acknowledged messages in the ingest bench at 3,000 msg/s). Here the
+  loop routes everything still queued after the handler has stopped.
 * Messages queued for an offline persistent session were sent with RETAIN=1 and their PUBACKs awaited
   before the client's packets were read; they are sent with RETAIN=0, in order, without blocking.
 * Identity: stock amqtt deletes a clean session and takes over a connected one *before* it
