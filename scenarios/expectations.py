@@ -10,14 +10,23 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from itertools import pairwise
 from typing import Any
 
 from .fleetdef import ScenarioFleet
-from .observations import Observations, RowKey
+from .observations import (
+    EXAMPLES,
+    MISSING,
+    NEVER_SERVED,
+    NOT_PRODUCED,
+    WRONG_VALUE,
+    Observations,
+    RowExample,
+    RowKey,
+)
 from .schema import Expectation
 
 SHOW = 5  # differing rows shown in a message
+assert SHOW <= EXAMPLES  # the comparison keeps EXAMPLES per gateway and kind
 
 
 @dataclass
@@ -54,9 +63,8 @@ def _row(key: RowKey, codes: dict[str, str]) -> str:
     return f"{codes.get(mac, mac)}/{device}@{at.isoformat()}"
 
 
-def _rows(keys: Iterable[RowKey], codes: dict[str, str]) -> str:
-    shown = sorted(keys, key=lambda k: (k[2], k[0], k[1]))[:SHOW]
-    return ", ".join(_row(k, codes) for k in shown)
+def _rows(examples: Iterable[RowExample], codes: dict[str, str]) -> str:
+    return ", ".join(_row(e.key, codes) for e in examples)
 
 
 def _macs(exp: Expectation, fleet: ScenarioFleet) -> set[str]:
@@ -67,44 +75,38 @@ def check_stored_equal_produced(exp: Expectation, obs: Observations, fleet: Scen
     """Every acked reading is stored once with the value the gateway published (and the meter served);
     nothing is stored that no meter served."""
     macs = _macs(exp, fleet)
-    expected = {k for k in obs.expected if k[0] in macs}
-    stored = {k: r for k, r in obs.stored.items() if k[0] in macs}
-    missing = expected - stored.keys()
-    wrong = {k for k, r in stored.items() if k in obs.acked_values and not _same(r.value, obs.acked_values[k])}
-    phantom = {k for k, r in stored.items() if k not in obs.acked_values and not obs.was_produced(k, r.value)}
-    unserved = {k for k, r in stored.items() if k in obs.acked_values and not obs.was_produced(k, r.value)}
-    extra_unacked = {k for k in stored if k not in expected and k not in phantom}
-    details = {"expected": len(expected), "stored": len(stored), "missing": len(missing),
-               "not_produced": len(phantom), "wrong_value": len(wrong), "value_never_served": len(unserved),
-               "stored_but_not_acked": len(extra_unacked)}
+    cmp = obs.comparison()
+    n = {attr: cmp.total(attr, macs) for attr in ("expected", "stored", "missing", "not_produced", "wrong_value",
+                                                  "value_never_served", "stored_but_not_acked")}
+    details = {"expected": n["expected"], "stored": n["stored"], "missing": n["missing"],
+               "not_produced": n["not_produced"], "wrong_value": n["wrong_value"],
+               "value_never_served": n["value_never_served"], "stored_but_not_acked": n["stored_but_not_acked"]}
+    codes = obs.gateway_codes
     problems = []
-    if missing:
-        problems.append(f"{len(missing)} acked readings missing from the database (first: "
-                        f"{_rows(missing, obs.gateway_codes)})")
-    if phantom:
-        problems.append(f"{len(phantom)} stored rows no meter produced (first: {_rows(phantom, obs.gateway_codes)})")
-    if wrong:
-        first = sorted(wrong, key=lambda k: k[2])[:SHOW]
-        shown = ", ".join(f"{_row(k, obs.gateway_codes)} stored {stored[k].value!r} published "
-                          f"{obs.acked_values[k]!r}" for k in first)
-        problems.append(f"{len(wrong)} stored values differ from the published ones ({shown})")
-    if unserved:
-        problems.append(f"{len(unserved)} stored values were never served by their meter (first: "
-                        f"{_rows(unserved, obs.gateway_codes)})")
+    if n["missing"]:
+        problems.append(f"{n['missing']} acked readings missing from the database (first: "
+                        f"{_rows(cmp.first(MISSING, macs, SHOW), codes)})")
+    if n["not_produced"]:
+        problems.append(f"{n['not_produced']} stored rows no meter produced (first: "
+                        f"{_rows(cmp.first(NOT_PRODUCED, macs, SHOW), codes)})")
+    if n["wrong_value"]:
+        shown = ", ".join(f"{_row(e.key, codes)} stored {e.stored!r} published {e.published!r}"
+                          for e in cmp.first(WRONG_VALUE, macs, SHOW))
+        problems.append(f"{n['wrong_value']} stored values differ from the published ones ({shown})")
+    if n["value_never_served"]:
+        problems.append(f"{n['value_never_served']} stored values were never served by their meter (first: "
+                        f"{_rows(cmp.first(NEVER_SERVED, macs, SHOW), codes)})")
     minimum = exp.params.get("min_readings", 1)
-    if len(expected) < minimum:
-        problems.append(f"only {len(expected)} readings were acked, expected at least {minimum} "
+    if n["expected"] < minimum:
+        problems.append(f"only {n['expected']} readings were acked, expected at least {minimum} "
                         "(the fleet did not produce enough to prove anything)")
     if problems:
         return Outcome(exp.name, exp.kind, False, "; ".join(problems), details)
+    extra_unacked = n["stored_but_not_acked"]
     return Outcome(exp.name, exp.kind, True,
-                   f"{len(expected)} acked readings all stored once with their values"
-                   + (f" ({len(extra_unacked)} more stored whose PUBACK never reached the gateway)"
+                   f"{n['expected']} acked readings all stored once with their values"
+                   + (f" ({extra_unacked} more stored whose PUBACK never reached the gateway)"
                       if extra_unacked else ""), details)
-
-
-def _same(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
 
 
 def check_no_duplicates(exp: Expectation, obs: Observations, fleet: ScenarioFleet) -> Outcome:
@@ -114,7 +116,8 @@ def check_no_duplicates(exp: Expectation, obs: Observations, fleet: ScenarioFlee
     stored row that no meter served (a redelivery rewritten with another time or value), or as a gateway
     whose acked + dropped messages exceed what it ever published.
     """
-    phantom = {k for k, r in obs.stored.items() if k not in obs.acked_values and not obs.was_produced(k, r.value)}
+    cmp = obs.comparison()
+    phantom, stored = cmp.total("not_produced"), cmp.total("stored")
     unbalanced = {}
     for mac in set(obs.published) | set(obs.acked) | set(obs.dropped):
         # every acked or dropped message was published at least once (queue writes cut by a power loss
@@ -122,11 +125,12 @@ def check_no_duplicates(exp: Expectation, obs: Observations, fleet: ScenarioFlee
         settled = obs.acked.get(mac, 0) + obs.dropped.get(mac, 0) - obs.lost_on_power_loss.get(mac, 0)
         if settled > obs.published.get(mac, 0):
             unbalanced[mac] = (obs.published.get(mac, 0), settled)
-    details = {"stored": len(obs.stored), "not_produced": len(phantom), "unbalanced_gateways": len(unbalanced),
+    details = {"stored": stored, "not_produced": phantom, "unbalanced_gateways": len(unbalanced),
                "redelivered_rows_skipped": obs.redelivered_rows}
     problems = []
     if phantom:
-        problems.append(f"{len(phantom)} stored rows were never produced (first: {_rows(phantom, obs.gateway_codes)})")
+        problems.append(f"{phantom} stored rows were never produced (first: "
+                        f"{_rows(cmp.first(NOT_PRODUCED, None, SHOW), obs.gateway_codes)})")
     if unbalanced:
         first = sorted(unbalanced)[:SHOW]
         shown = ", ".join(f"{obs.gateway_codes.get(m, m)} acked+dropped {unbalanced[m][1]} > published "
@@ -135,7 +139,7 @@ def check_no_duplicates(exp: Expectation, obs: Observations, fleet: ScenarioFlee
     if problems:
         return Outcome(exp.name, exp.kind, False, "; ".join(problems), details)
     return Outcome(exp.name, exp.kind, True,
-                   f"{len(obs.stored)} rows, each produced once; {obs.redelivered_rows} redelivered rows "
+                   f"{stored} rows, each produced once; {obs.redelivered_rows} redelivered rows "
                    "were skipped by the unique key", details)
 
 
@@ -179,36 +183,25 @@ def check_in_order(exp: Expectation, obs: Observations, fleet: ScenarioFleet) ->
     (xmin). Along increasing reading time, that id must never go down.
     """
     macs = _macs(exp, fleet)
-    series: dict[tuple[str, str], list[tuple[Any, int]]] = {}
-    for (mac, code, at), row in obs.stored.items():
-        if mac in macs:
-            series.setdefault((mac, code), []).append((at, row.xid))
-    expected: dict[tuple[str, str], list] = {}
-    for mac, code, at in obs.expected:
-        if mac in macs:
-            expected.setdefault((mac, code), []).append(at)
+    cmp = obs.comparison()
     problems = []
-    for key in sorted(set(series) | set(expected)):
-        got = sorted(series.get(key, []))
-        want = sorted(expected.get(key, []))
-        times = [at for at, _ in got]
-        missing = sorted(set(want) - set(times))
-        if missing:
-            problems.append(f"{obs.gateway_codes.get(key[0], key[0])}/{key[1]}: {len(missing)} acked readings "
-                            f"not stored (first {missing[0].isoformat()})")
-        for (t0, x0), (t1, x1) in pairwise(got):
-            if x1 < x0:
-                problems.append(f"{obs.gateway_codes.get(key[0], key[0])}/{key[1]}: reading {t1.isoformat()} "
-                                f"was committed before the earlier {t0.isoformat()} (xid {x1} < {x0})")
-                break
-    details = {"series": len(set(series) | set(expected)), "problems": len(problems)}
+    for p in sorted((p for p in cmp.series_problems if p.mac in macs), key=lambda p: (p.mac, p.code)):
+        name = f"{obs.gateway_codes.get(p.mac, p.mac)}/{p.code}"
+        if p.missing and p.first_missing is not None:
+            problems.append(f"{name}: {p.missing} acked readings not stored (first {p.first_missing.isoformat()})")
+        if p.inversion is not None:
+            t0, t1, x0, x1 = p.inversion
+            problems.append(f"{name}: reading {t1.isoformat()} was committed before the earlier {t0.isoformat()} "
+                            f"(xid {x1} < {x0})")
+    series = cmp.total("series", macs)
+    details = {"series": series, "problems": len(problems)}
     if problems:
         return Outcome(exp.name, exp.kind, False,
                        f"{len(problems)} series out of order or incomplete: " + "; ".join(problems[:SHOW]), details)
-    if not series:
+    if not cmp.total("stored", macs):
         return Outcome(exp.name, exp.kind, False, "nothing stored for the selected gateways", details)
     return Outcome(exp.name, exp.kind, True,
-                   f"{len(series)} series stored complete and in time order", details)
+                   f"{series} series stored complete and in time order", details)
 
 
 def check_dead_letters(exp: Expectation, obs: Observations, fleet: ScenarioFleet) -> Outcome:

@@ -21,7 +21,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,7 +34,7 @@ from tds_core.protocol import DEFAULT_LIMITS, Rejection, decode
 from .durations import format_duration
 from .expectations import Outcome, check_all
 from .malformed import malformed
-from .observations import DeadLetterRecord, Observations, OnlineSample, StoredRow
+from .observations import DeadLetterRecord, Observations, OnlineSample, RowKey, StoredRow, compare_in_database
 from .parts import Broker, ConsumerPart, Database, PartUnavailable
 from .reports import RunResult, write_reports
 from .schema import Event, Expectation, Scenario
@@ -443,13 +443,6 @@ class _Runner:
             obs: Observations = SecurityObservations(gateway_codes=codes)
         else:
             obs = Observations(gateway_codes=codes)
-        for key in list(acc.produced):
-            obs.produced[key] = {value for _, value in acc.produced[key]}
-        for g in self.sc.fleet.gateways:
-            for d in g.gateway.devices:
-                for at, value in acc.acked_readings(g.mac, d.code):
-                    obs.acked_values[(g.mac, d.code, at)] = value
-        obs.expected = set(acc.iter_expected_rows())
         obs.published, obs.acked, obs.dropped = dict(acc.published), dict(acc.acked), dict(acc.dropped)
         obs.lost_on_power_loss = dict(getattr(acc, "lost_on_power_loss", {}))
         obs.failed_polls = dict(acc.failed_polls)
@@ -462,21 +455,30 @@ class _Runner:
             obs.accounting_snapshot = {"error": str(exc)}
         assert self.db and self.db.dsn
         with psycopg.connect(self.db.dsn) as conn:
-            cur = conn.execute(
-                "SELECT g.mac, d.code, r.time, r.value, r.xmin::text::bigint FROM readings r "
-                "JOIN devices d ON d.id = r.device_id JOIN gateways g ON g.id = r.gateway_id")
-            for mac, code, at, value, xid in cur:
-                obs.stored[(mac, code, at)] = StoredRow(value, xid)
             for reason, topic, detail, client in conn.execute(
                     "SELECT reason, topic, detail, client_id FROM dead_letters ORDER BY id"):
                 obs.dead_letters.append(DeadLetterRecord(reason, topic, detail, client))
+            if self.attacker is not None:  # its end-of-run checks look rows up (attack runs are small)
+                cur = conn.execute(
+                    "SELECT g.mac, d.code, r.time, r.value, r.xmin::text::bigint FROM readings r "
+                    "JOIN devices d ON d.id = r.device_id JOIN gateways g ON g.id = r.gateway_id")
+                for mac, code, at, value, xid in cur:
+                    obs.stored[(mac, code, at)] = StoredRow(value, xid)
         obs.online_samples = list(self.state.samples)
         obs.commits = list(self.state.commits)
         obs.redelivered_rows = self.state.redelivered
         obs.malformed_sent = dict(self.state.malformed_sent)
         obs.latencies_ms = self._latencies(acc)
-        if self.attacker is not None:
+        if self.attacker is not None:  # adds the harness's valid readings to produced / acked_values / expected
             self.attacker.finalize(obs)
+        t0 = time.monotonic()
+        served = [0]
+        with psycopg.connect(self.db.dsn) as conn:
+            obs.readings = compare_in_database(conn, _expected_rows(acc, obs), _produced_values(acc, obs, served))
+        obs.distinct_values_served = served[0]
+        self._event("verify", f"{obs.readings.total('expected')} acked readings and "
+                    f"{obs.readings.total('stored')} stored rows compared in the database in "
+                    f"{time.monotonic() - t0:.1f}s")
         return obs
 
     def _latencies(self, acc: Any) -> list[float]:
@@ -514,3 +516,44 @@ class _Runner:
             except Exception:  # progress is cosmetic
                 log.debug("progress failed", exc_info=True)
             await asyncio.sleep(0.5)
+
+
+# ---------------------------------------------------------------------- verification inputs (streamed)
+
+def _expected_rows(acc: Any, obs: Observations) -> Iterator[tuple[str, str, datetime, float]]:
+    """Distinct acked (mac, code, time, value) rows, one meter at a time (the last acked value wins, as when
+    a replay is acked twice), plus readings the harness added to `obs.acked_values` (they override)."""
+    extra: dict[tuple[str, str], dict[datetime, float]] = {}
+    for (mac, code, at), value in obs.acked_values.items():
+        extra.setdefault((mac, code), {})[at] = value
+    meters = dict.fromkeys((mac, code) for mac, code, _ in _meter_starts(acc.iter_expected_rows()))
+    for mac, code in meters:
+        values = dict(acc.acked_readings(mac, code))
+        values.update(extra.pop((mac, code), {}))
+        for at in sorted(values):
+            yield mac, code, at, values[at]
+    for (mac, code), values in extra.items():
+        for at in sorted(values):
+            yield mac, code, at, values[at]
+
+
+def _meter_starts(rows: Iterator[RowKey]) -> Iterator[RowKey]:
+    """The first row of each meter from a stream grouped by meter."""
+    last = None
+    for row in rows:
+        if row[:2] != last:
+            last = row[:2]
+            yield row
+
+
+def _produced_values(acc: Any, obs: Observations, count: list[int]) -> Iterator[tuple[str, str, float]]:
+    """Distinct (mac, code, value) every meter served (plus the harness's, from `obs.produced`); counts them
+    into `count[0]`."""
+    produced = acc.produced
+    keys = dict.fromkeys([*produced, *obs.produced])
+    for key in keys:
+        values = {value for _, value in produced[key]} if key in produced else set()
+        values |= obs.produced.get(key, set())
+        count[0] += len(values)
+        for value in values:
+            yield key[0], key[1], value
