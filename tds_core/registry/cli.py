@@ -160,12 +160,13 @@ def _revoke_certificates(mac: str, pki_dir: Path | None) -> int:
     if not (directory / "index.json").exists():
         if pki_dir is not None:
             return _fail(f"--pki {directory}: no PKI there (tds pki init)", 2)
-        print(f"no PKI at {directory}: certificates unchanged (ingest refuses the gateway regardless)")
+        print(f"no PKI at {directory}: certificates unchanged (ingest refuses the gateway regardless)",
+              file=sys.stderr)
         return 0
     try:
         revoked = Pki(directory).revoke(cn=mac, reason="cessation_of_operation")
     except ValueError as exc:  # no valid certificate for that CN: nothing to do, but say so
-        print(f"certificates: {exc}")
+        print(f"certificates: {exc}", file=sys.stderr)
         return 0
     serials = ", ".join(str(e.serial) for e in revoked)
     print(f"revoked certificate(s) {serials}; CRL republished at {directory / 'crl.pem'}")

@@ -61,3 +61,22 @@ def test_unknown_mac_and_bad_mac(db_dsn: str, capsys: pytest.CaptureFixture[str]
 def test_unmigrated_database(empty_db_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "list", "--dsn", empty_db_dsn)
     assert code == 1 and "run `tds db migrate` first" in err
+
+
+def test_revoke_also_revokes_certificates_and_republishes_the_crl(
+    db_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tds_core.pki import Pki
+
+    pki = Pki.init(tmp_path / "pki")
+    pki.issue_device("aa:bb:cc:00:00:01")
+    crl_before = (tmp_path / "pki" / "crl.pem").read_bytes()
+    assert run(capsys, "load", EXAMPLE, "--dsn", db_dsn)[0] == 0
+    code, out, _ = run(capsys, "revoke", "aa:bb:cc:00:00:01", "--dsn", db_dsn, "--pki", str(tmp_path / "pki"))
+    assert code == 0 and "revoked\n" in out and "CRL republished" in out
+    [entry] = [e for e in pki.load_index().certs if e.cn == "aa:bb:cc:00:00:01"]
+    assert entry.revoked_at is not None
+    assert (tmp_path / "pki" / "crl.pem").read_bytes() != crl_before
+    # A named PKI directory that is not one is an error, not a silent skip.
+    code, _, err = run(capsys, "revoke", "aa:bb:cc:00:00:02", "--dsn", db_dsn, "--pki", str(tmp_path / "none"))
+    assert code == 2 and "no PKI there" in err
