@@ -169,6 +169,20 @@ class Observations:
             out[mac] = out.get(mac, 0) + 1
         return out
 
+    def stored_count(self) -> int:
+        """Rows in `readings` at the end (for the reports' summary)."""
+        return sum(self.stored_per_gateway().values())
+
+    def expected_count(self) -> int:
+        """Distinct acked readings (for the reports' summary)."""
+        return sum(self.expected_per_gateway().values())
+
+    def served_count(self) -> int:
+        """Distinct values served per meter, summed (for the reports' summary)."""
+        if self.distinct_values_served is not None:
+            return self.distinct_values_served
+        return sum(len(s) for s in self.produced.values())
+
     def expected_per_gateway(self) -> dict[str, int]:
         """Acked (expected) readings per gateway mac."""
         if self.readings is not None:

@@ -94,6 +94,8 @@ def test_database_comparison_equals_in_memory(case: str, db_dsn: str) -> None:
                        dropped=obs.dropped, queued=obs.queued, dead_letters=obs.dead_letters,
                        online_samples=obs.online_samples, latencies_ms=obs.latencies_ms, readings=in_db)
     from_db = verdicts(run)
+    assert (run.stored_count(), run.expected_count()) == (obs.stored_count(), obs.expected_count())
+    assert run.stored_per_gateway() == obs.stored_per_gateway()
     for kind in ("readings_stored_equal_produced", "no_duplicates", "in_order"):
         if case == "out_of_order" and kind == "in_order":  # the message names the xids: real ones differ
             assert not from_db[kind][0] and "was committed before the earlier" in from_db[kind][1]
