@@ -45,9 +45,9 @@ class RunResult:
         lat = obs.latencies_ms
         return {
             "gateways": len(obs.gateway_codes),
-            "distinct_values_served": sum(len(s) for s in obs.produced.values()),
-            "readings_acked": len(obs.expected),
-            "rows_stored": len(obs.stored),
+            "distinct_values_served": obs.served_count(),
+            "readings_acked": obs.expected_count(),
+            "rows_stored": obs.stored_count(),
             "messages_published": sum(obs.published.values()),
             "messages_acked": sum(obs.acked.values()),
             "messages_dropped": sum(obs.dropped.values()),

@@ -43,3 +43,8 @@ def test_scenario(path: Path, pg_admin_dsn: str, tmp_path: Path) -> None:
     failed = [f"{o.name}: {o.message}" for o in result.outcomes if not o.passed]
     assert result.error is None, f"run broke: {result.error} (reports: {tmp_path / 'reports'})"
     assert not failed, "\n".join(failed)
+    # The report's summary is computed apart from the checks: it must agree with the database.
+    summary = result.to_json()["summary"]
+    if any(o.kind == "readings_stored_equal_produced" for o in result.outcomes):
+        assert summary["rows_stored"] > 0 and summary["readings_acked"] > 0, summary
+        assert summary["distinct_values_served"] > 0, summary
