@@ -610,7 +610,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--writer-rows", type=int, default=d.writer_rows)
     p.add_argument("--writer-batch", type=int, default=d.writer_batch)
     p.add_argument("--batch-max-messages", type=int, default=d.batch_max_messages)
-    p.add_argument("--batch-max-wait", type=float, default=d.batch_max_wait, help="seconds (default 0.025)")
+    p.add_argument("--batch-max-wait", type=float, default=d.batch_max_wait, help="seconds (default: the consumer's)")
     p.add_argument("--receive-maximum", type=int, default=d.receive_maximum, help="MQTT 5 only")
     p.add_argument("--mqtt-version", type=int, choices=(4, 5), default=d.mqtt_version, help="consumer protocol")
     p.add_argument("--max-inflight", type=int, default=d.max_inflight, help="Mosquitto max_inflight_messages")
