@@ -36,7 +36,6 @@ from tds_core.protocol import STATUS_OFFLINE, STATUS_ONLINE, Reason, Rejection, 
 from tds_core.registry.cache import GatewayEntry, RegistryCache
 from tds_core.storage.deadletter import DeadLetter
 from tds_core.storage.liveness import mark_silent_gateways_offline, set_gateway_online
-from tds_core.storage.migrate import current_backend
 from tds_core.storage.writer import BatchWriter, WriteResult
 
 log = logging.getLogger(__name__)
@@ -74,7 +73,6 @@ class Consumer:
         self._cache = RegistryCache(config.database_url)
         self._conn: psycopg.Connection | None = None
         self._writer: BatchWriter | None = None
-        self._backend: str | None = None
         self._client = self._make_client()
         self._thread = threading.Thread(target=self._writer_loop, name="tds-ingest-writer", daemon=True)
         self.connected = threading.Event()
@@ -104,7 +102,8 @@ class Consumer:
         self._client.loop_start()
         log.info(
             "consumer started",
-            extra={"broker": self.config.broker_url, "client_id": self.config.client_id, "backend": self._backend},
+            extra={"broker": self.config.broker_url, "client_id": self.config.client_id,
+                   "backend": self._writer.backend if self._writer else None},
         )
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -387,9 +386,7 @@ class Consumer:
     def _connect_db(self) -> tuple[psycopg.Connection, BatchWriter]:
         if self._conn is None or self._conn.closed or self._writer is None:
             self._conn = psycopg.connect(self.config.database_url, connect_timeout=5)
-            self._backend = current_backend(self._conn) or "postgres"
-            self._conn.commit()
-            self._writer = BatchWriter(self._conn, self._backend)
+            self._writer = BatchWriter(self._conn)  # reads the backend recorded by the migrations
         return self._conn, self._writer
 
     def _drop_db(self) -> None:

@@ -212,11 +212,7 @@ class BatchWriter:
         # each other in the same order instead of deadlocking, and index inserts stay page-local.
         rows = sorted(rows, key=_DEVICE_TIME)
         with self.conn.cursor() as cur:
-            with cur.copy(_COPY_DIRECT) as copy:
-                copy.set_types(_COPY_TYPES)
-                write_row = copy.write_row
-                for row in rows:
-                    write_row(row)
+            _copy_rows(cur, _COPY_DIRECT, rows)
             if self.backend == "postgres":
                 # Every row was inserted: its (device, UTC hour) bucket is invalid. timestamp() is UTC-based
                 # whatever the datetime's zone; computed once per distinct time (a batch holds one per message).
@@ -231,11 +227,7 @@ class BatchWriter:
             conn.execute(_CREATE_STAGING)
             self._staging_ready = True  # reset by write() if this transaction rolls back
         with conn.cursor() as cur:
-            with cur.copy(_COPY) as copy:
-                copy.set_types(_COPY_TYPES)
-                write_row = copy.write_row
-                for row in rows:
-                    write_row(row)
+            _copy_rows(cur, _COPY, rows)
             if self.backend == "postgres":
                 cur.execute(_INSERT_PLAIN)
                 (count,) = cur.fetchone()  # type: ignore[misc]
@@ -273,3 +265,11 @@ def _int_array(values: Iterable[int]) -> str:
     checks each for quoting; one join is several times cheaper for the ~1,000 dirty keys of a batch."""
     return "{" + ",".join(map(str, values)) + "}"
 
+
+def _copy_rows(cur: psycopg.Cursor, statement: str, rows: Sequence[Row]) -> None:
+    """Binary COPY of reading rows (time, device_id, gateway_id, tenant_id, value) with `statement`."""
+    with cur.copy(statement) as copy:
+        copy.set_types(_COPY_TYPES)
+        write_row = copy.write_row
+        for row in rows:
+            write_row(row)
