@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import Store
+from storage_testkit import Store
 
 from tds_core.storage.liveness import mark_silent_gateways_offline, set_gateway_online
 from tds_core.storage.writer import BatchWriter

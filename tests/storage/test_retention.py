@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import Store, count
+from storage_testkit import Store, count
 
 from tds_core.storage.config import get_settings, set_retention
 from tds_core.storage.durations import format_duration, parse_duration

@@ -7,7 +7,7 @@ from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from conftest import Store, count
+from storage_testkit import Store, count
 
 from tds_core.storage.queries import gateway_health, hourly_timeline, monthly_consumption
 from tds_core.storage.rollups import refresh_rollups

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from conftest import Store, count
+from storage_testkit import Store, count
 
 from tds_core.storage.deadletter import DeadLetter
 from tds_core.storage.partitions import create_partitions_ahead, existing_partitions
