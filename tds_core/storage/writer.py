@@ -22,9 +22,10 @@ opens a new connection and calls `writer.rebind(new_conn)` (or builds a new Batc
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from operator import itemgetter
 
 import psycopg
@@ -40,9 +41,7 @@ log = logging.getLogger(__name__)
 # (time, device_id, gateway_id, tenant_id, value); time is timezone-aware.
 Row = tuple[datetime, int, int, int, float]
 
-_DEVICE_TIME = itemgetter(1, 0)
 _TIME = itemgetter(0)
-_DEVICE = itemgetter(1)
 _STAGING = "tds_readings_staging"
 _CREATE_STAGING = f"""
     CREATE TEMP TABLE IF NOT EXISTS {_STAGING} (
@@ -50,10 +49,19 @@ _CREATE_STAGING = f"""
         tenant_id bigint NOT NULL, value double precision NOT NULL
     ) ON COMMIT DELETE ROWS
 """
-_COPY = f"COPY {_STAGING} (time, device_id, gateway_id, tenant_id, value) FROM STDIN (FORMAT BINARY)"
-_COPY_TYPES = ("timestamptz", "int8", "int8", "int8", "float8")
+# Column order (device_id, time, …): see encode_copy_binary.
+_COPY = f"COPY {_STAGING} (device_id, time, gateway_id, tenant_id, value) FROM STDIN (FORMAT BINARY)"
+_COPY_DIRECT = "COPY readings (device_id, time, gateway_id, tenant_id, value) FROM STDIN (FORMAT BINARY)"
 
-_COPY_DIRECT = "COPY readings (time, device_id, gateway_id, tenant_id, value) FROM STDIN (FORMAT BINARY)"
+# PostgreSQL's binary COPY: a signature, flags and header-extension length, then per tuple a field count
+# and (length, big-endian value) per field, then -1. timestamptz is int64 microseconds since 2000-01-01 UTC.
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_COPY_TRAILER = struct.pack(">h", -1)
+_TUPLE = struct.Struct(">hiqiqiqiqid")
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_HOUR = timedelta(hours=1)
 # Fast path's invalidations: (device, hour since the epoch) pairs computed by the client.
 _DIRTY_FROM_KEYS = """
     INSERT INTO readings_dirty (device_id, bucket)
@@ -208,16 +216,15 @@ class BatchWriter:
         return inserted
 
     def _copy_direct(self, rows: Sequence[Row]) -> None:
-        # (device, time) order, as on the safe path: consumers racing on overlapping redeliveries wait for
-        # each other in the same order instead of deadlocking, and index inserts stay page-local.
-        rows = sorted(rows, key=_DEVICE_TIME)
+        payload = encode_copy_binary(rows)
         with self.conn.cursor() as cur:
-            _copy_rows(cur, _COPY_DIRECT, rows)
+            with cur.copy(_COPY_DIRECT) as copy:
+                copy.write(payload)
             if self.backend == "postgres":
-                # Every row was inserted: its (device, UTC hour) bucket is invalid. timestamp() is UTC-based
-                # whatever the datetime's zone; computed once per distinct time (a batch holds one per message).
-                hour_of = {t: int(t.timestamp() // 3600) for t in set(map(_TIME, rows))}
-                keys = set(zip(map(_DEVICE, rows), map(hour_of.__getitem__, map(_TIME, rows)), strict=True))
+                # Every row was inserted: its (device, UTC hour) bucket is invalid. Computed once per distinct
+                # time (a batch holds one per message).
+                hour_of = {t: (t - _UNIX_EPOCH) // _HOUR for t in set(map(_TIME, rows))}
+                keys = {(row[1], hour_of[row[0]]) for row in rows}
                 devices, hours = zip(*keys, strict=True)
                 cur.execute(_DIRTY_FROM_KEYS, (_int_array(devices), _int_array(hours)))
 
@@ -226,8 +233,10 @@ class BatchWriter:
         if not self._staging_ready:
             conn.execute(_CREATE_STAGING)
             self._staging_ready = True  # reset by write() if this transaction rolls back
+        payload = encode_copy_binary(rows)
         with conn.cursor() as cur:
-            _copy_rows(cur, _COPY, rows)
+            with cur.copy(_COPY) as copy:
+                copy.write(payload)
             if self.backend == "postgres":
                 cur.execute(_INSERT_PLAIN)
                 (count,) = cur.fetchone()  # type: ignore[misc]
@@ -266,10 +275,36 @@ def _int_array(values: Iterable[int]) -> str:
     return "{" + ",".join(map(str, values)) + "}"
 
 
-def _copy_rows(cur: psycopg.Cursor, statement: str, rows: Sequence[Row]) -> None:
-    """Binary COPY of reading rows (time, device_id, gateway_id, tenant_id, value) with `statement`."""
-    with cur.copy(statement) as copy:
-        copy.set_types(_COPY_TYPES)
-        write_row = copy.write_row
-        for row in rows:
-            write_row(row)
+def encode_copy_binary(rows: Sequence[Row]) -> bytes:
+    """Rows as one binary COPY stream of (device_id, time, gateway_id, tenant_id, value), in (device, time)
+    order.
+
+    Built with one struct pack per row instead of psycopg's generic per-row dumping: about a third of the
+    client's CPU per reading (bench/bench_writer.py). The order: consumers racing on overlapping
+    redeliveries wait for each other in the same order instead of deadlocking, and index inserts stay
+    page-local. Big-endian records that start with the field count, device id and time sort bytewise in
+    (device, time) order for ids ≥ 0 and times after 2000, so the packed records themselves are sorted.
+    Raises ValueError for a row that is not (aware datetime, int, int, int, float).
+    """
+    micros: dict[datetime, int] = {}
+    pack = _TUPLE.pack
+    try:
+        for t in set(map(_TIME, rows)):
+            micros[t] = (t - _PG_EPOCH) // _MICROSECOND
+        records = [pack(5, 8, d, 8, micros[t], 8, g, 8, tn, 8, v) for t, d, g, tn, v in rows]
+    except (TypeError, ValueError, KeyError, struct.error) as exc:
+        raise ValueError(_first_bad_row(rows, exc)) from exc
+    records.sort()
+    return b"".join((_COPY_SIGNATURE, *records, _COPY_TRAILER))
+
+
+def _first_bad_row(rows: Sequence[Row], exc: Exception) -> str:
+    """The error message for a batch that failed to encode: which row, what it held, what was expected."""
+    expected = "expected (timezone-aware datetime, int, int, int, float)"
+    for index, row in enumerate(rows):
+        try:
+            t, d, g, tn, v = row
+            _TUPLE.pack(5, 8, d, 8, (t - _PG_EPOCH) // _MICROSECOND, 8, g, 8, tn, 8, v)
+        except (TypeError, ValueError, struct.error) as row_exc:
+            return f"rows[{index}]: {expected}, got {row!r}: {row_exc}"
+    return f"rows: {expected}: {exc}"

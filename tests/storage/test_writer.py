@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import math
+from datetime import UTC, datetime, timedelta, timezone
 
 import psycopg
 import pytest
@@ -10,7 +11,7 @@ from storage_testkit import Store, count
 
 from tds_core.storage.deadletter import DeadLetter
 from tds_core.storage.partitions import create_partitions_ahead, existing_partitions
-from tds_core.storage.writer import BatchWriter, WriteResult
+from tds_core.storage.writer import BatchWriter, WriteResult, encode_copy_binary
 
 T0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=3)
 
@@ -141,3 +142,54 @@ def test_partitions_are_created_on_demand_and_ahead(plain_store: Store) -> None:
     created = create_partitions_ahead(conn, 3, today=today)
     assert [d - today for d in created] == [timedelta(days=i) for i in range(4)]
     assert create_partitions_ahead(conn, 3, today=today) == []
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "staging"])
+def test_rows_round_trip_exactly(store: Store, fast_path: bool) -> None:
+    """The hand-built binary COPY stores exactly what it was given: microseconds, any zone, any float."""
+    reg = store.reg
+    device = reg.devices["A-E1"]
+    brt = timezone(timedelta(hours=-3))
+    base = T0.astimezone(brt)
+    values = [0.0, -0.0, -1.5, 1e-300, 123456789.123456789, 2.0**53 + 1, -273.15, 1 / 3]
+    rows = [(base + timedelta(minutes=i, microseconds=7 * i), device, reg.gw_a, reg.tenant_a, v)
+            for i, v in enumerate(values)]
+    rows.append((base + timedelta(days=-1, microseconds=999_999), device, reg.gw_a, reg.tenant_a, 42))
+    BatchWriter(store.conn, fast_path=fast_path).write(rows)
+    stored = store.conn.execute(
+        "SELECT time, device_id, gateway_id, tenant_id, value FROM readings ORDER BY time"
+    ).fetchall()
+    store.conn.commit()
+    assert stored == sorted([(t, d, g, tn, float(v)) for t, d, g, tn, v in rows])
+    assert [math.copysign(1, v) for *_, v in stored] == [math.copysign(1, float(r[4])) for r in sorted(rows)]
+
+
+def test_encoding_sorts_by_device_then_time() -> None:
+    t = datetime(2026, 3, 1, tzinfo=UTC)
+    rows = [(t + timedelta(seconds=s), d, 1, 1, 0.0) for s in (5, 1, 3) for d in (300, 2, 70_000)]
+    payload = encode_copy_binary(rows)
+    records = [payload[19 + i * 62: 19 + (i + 1) * 62] for i in range(len(rows))]
+    keys = [(int.from_bytes(r[6:14]), int.from_bytes(r[18:26])) for r in records]
+    assert keys == sorted(keys) and len(set(keys)) == len(rows)
+    assert payload[-2:] == b"\xff\xff"
+
+
+@pytest.mark.parametrize(
+    ("row", "detail"),
+    [
+        ((datetime(2026, 1, 1), 1, 1, 1, 1.0), "naive and offset-aware"),
+        ((datetime(2026, 1, 1, tzinfo=UTC), "7", 1, 1, 1.0), "'7'"),
+        ((datetime(2026, 1, 1, tzinfo=UTC), 1, 1, 1, "1.5"), "'1.5'"),
+        ((datetime(2026, 1, 1, tzinfo=UTC), 2**63, 1, 1, 1.0), "9223372036854775808"),
+        (("2026-01-01T00:00:00Z", 1, 1, 1, 1.0), "'2026-01-01T00:00:00Z'"),
+        ((datetime(2026, 1, 1, tzinfo=UTC), 1, 1), "not enough values"),
+    ],
+    ids=["naive-time", "str-id", "str-value", "id-overflow", "str-time", "short-row"],
+)
+def test_encoding_refuses_bad_rows_with_a_clear_error(row: tuple, detail: str) -> None:
+    good = (datetime(2026, 1, 1, tzinfo=UTC), 1, 1, 1, 1.0)
+    with pytest.raises(ValueError) as raised:
+        encode_copy_binary([good, row])
+    message = str(raised.value)
+    assert message.startswith("rows[1]: expected (timezone-aware datetime, int, int, int, float), got ")
+    assert detail in message
