@@ -7,6 +7,11 @@ transaction, and only then queues the PUBACKs. If the database is down the write
 acknowledges nothing, so the broker stops sending once `receive_maximum` messages are in flight: the
 consumer stops taking messages rather than dropping them. A message whose rows were committed but whose
 PUBACK was lost (crash) comes back from the broker and is skipped by the (device, time) unique key.
+
+Housekeeping (the silence sweep, partitions ahead, rollup refresh, retention) runs in a third thread on its
+own connection: a rollup refresh can take seconds of database time, and on the writer's thread it stalled
+ingest for as long (every commit waited behind it, which set the latency tail). The two connections touch
+the same gateway rows only in id order, so they wait for each other instead of deadlocking.
 """
 
 from __future__ import annotations
@@ -75,6 +80,9 @@ class Consumer:
         self._writer: BatchWriter | None = None
         self._client = self._make_client()
         self._thread = threading.Thread(target=self._writer_loop, name="tds-ingest-writer", daemon=True)
+        self._housekeeper = threading.Thread(
+            target=self._housekeeping_loop, name="tds-ingest-housekeeping", daemon=True
+        )
         self.connected = threading.Event()
         self.subscribed = threading.Event()
 
@@ -90,6 +98,7 @@ class Consumer:
         self._connect_db()
         address = BrokerAddress.parse(self.config.broker_url)
         self._thread.start()
+        self._housekeeper.start()
         if self.config.mqtt_version == 5:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = 0xFFFFFFFF  # the session (and queued messages) outlives restarts
@@ -122,6 +131,7 @@ class Consumer:
         with self._cond:
             self._cond.notify_all()
         self._thread.join(timeout + 5)
+        self._housekeeper.join(timeout + 5)  # a refresh in progress finishes (it commits on its own)
         self._client.disconnect()
         self._client.loop_stop()
         self._cache.stop()
@@ -228,21 +238,12 @@ class Consumer:
             return [self._queue.popleft() for _ in range(count)]
 
     def _writer_loop(self) -> None:
-        next_liveness = time.monotonic() + self.config.liveness_interval
-        next_maintenance = time.monotonic() + self.config.maintenance_interval
         while True:
             batch = self._take_batch()
             metrics.QUEUE_DEPTH.set(self.queue_depth)
             if batch and not self._handle_batch(batch):
                 # Gave up while stopping with the database down: put the batch back so nothing is acked.
                 return
-            now = time.monotonic()
-            if now >= next_liveness:
-                self._periodic(self._sweep_silent_gateways)
-                next_liveness = now + self.config.liveness_interval
-            if now >= next_maintenance:
-                self._periodic(self._maintain)
-                next_maintenance = now + self.config.maintenance_interval
             if self._stopping.is_set() and not self._queue:
                 return
 
@@ -396,14 +397,35 @@ class Consumer:
         self._conn = None
         self._writer = None
 
-    def _periodic(self, task: Callable[[psycopg.Connection], None]) -> None:
-        """Run a housekeeping task on the writer's connection; a failure is logged, never fatal."""
+    # ---------------------------------------------------------------- housekeeping (own thread, own connection)
+
+    def _housekeeping_loop(self) -> None:
+        cfg = self.config
+        tasks: list[tuple[float, Callable[[psycopg.Connection], None]]] = [
+            (cfg.liveness_interval, self._sweep_silent_gateways),
+            (cfg.maintenance_interval, self._maintain),
+        ]
+        due = [time.monotonic() + interval for interval, _ in tasks]
+        conn: psycopg.Connection | None = None
         try:
-            conn, _ = self._connect_db()
-            task(conn)
-        except psycopg.Error as exc:
-            log.warning("housekeeping %s failed: %s", task.__name__, exc)
-            self._drop_db()
+            while not self._stopping.wait(max(0.0, min(due) - time.monotonic())):
+                for i, (interval, task) in enumerate(tasks):
+                    if time.monotonic() < due[i]:
+                        continue
+                    try:
+                        if conn is None or conn.closed:
+                            conn = psycopg.connect(cfg.database_url, connect_timeout=5)
+                        task(conn)
+                    except psycopg.Error as exc:  # logged, never fatal: the next round retries
+                        log.warning("housekeeping %s failed: %s", task.__name__, exc)
+                        if conn is not None:
+                            with contextlib.suppress(psycopg.Error):
+                                conn.close()
+                        conn = None
+                    due[i] = time.monotonic() + interval
+        finally:
+            if conn is not None:
+                conn.close()
 
     def _sweep_silent_gateways(self, conn: psycopg.Connection) -> None:
         for mac in mark_silent_gateways_offline(conn, self.config.offline_after):
@@ -413,7 +435,9 @@ class Consumer:
     def _maintain(self, conn: psycopg.Connection) -> None:
         from tds_core.storage.maintenance import maintain
 
-        maintain(conn)
+        started = time.monotonic()
+        report = maintain(conn)
+        log.debug("maintenance took %.3fs (%s)", time.monotonic() - started, report)
 
 
 def _saw(seen: dict[int, datetime], gateway_id: int, at: datetime) -> None:

@@ -13,7 +13,9 @@ log = logging.getLogger(__name__)
 def mark_silent_gateways_offline(conn: psycopg.Connection, silence: timedelta) -> list[str]:
     """Set online=false for gateways marked online but not seen for `silence`; return their MACs (sorted).
 
-    Commits its own short transaction; the connection must be idle.
+    Commits its own short transaction; the connection must be idle. Rows are locked in id order, as the
+    batch writer locks them, so a sweep and a concurrent batch wait for each other instead of deadlocking;
+    a gateway heard from meanwhile fails the re-checked condition and stays online.
     """
     if silence <= timedelta(0):
         raise ValueError(f"silence: expected a positive duration, got {silence}")
@@ -21,10 +23,14 @@ def mark_silent_gateways_offline(conn: psycopg.Connection, silence: timedelta) -
         rows = conn.execute(
             """
             UPDATE gateways SET online = false
-            WHERE online AND (last_seen IS NULL OR last_seen < now() - %s)
+            WHERE id IN (
+                SELECT id FROM gateways WHERE online AND (last_seen IS NULL OR last_seen < now() - %s)
+                ORDER BY id FOR NO KEY UPDATE
+            )
+            AND online AND (last_seen IS NULL OR last_seen < now() - %s)
             RETURNING mac
             """,
-            (silence,),
+            (silence, silence),
         ).fetchall()
     macs = sorted(r[0] for r in rows)
     if macs:

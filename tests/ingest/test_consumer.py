@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -170,3 +171,37 @@ def test_database_outage_stops_acks_and_loses_nothing(registry_dsn: str, amqtt_b
             wait_until(lambda: consumer.queue_depth == 0, what="queue drained")
     finally:
         publisher.close()
+
+
+def test_housekeeping_never_stalls_ingest(registry_dsn: str, amqtt_broker, monkeypatch) -> None:
+    """A rollup refresh that takes long (here: blocked until released) must not hold back commits and acks."""
+    import tds_core.storage.maintenance as maintenance
+
+    started, release = threading.Event(), threading.Event()
+    threads: list[str] = []
+    real_maintain = maintenance.maintain
+
+    def slow_maintain(conn: psycopg.Connection):
+        threads.append(threading.current_thread().name)
+        started.set()
+        release.wait(60)
+        return real_maintain(conn)
+
+    monkeypatch.setattr(maintenance, "maintain", slow_maintain)
+    url = amqtt_broker.url
+    publisher = Publisher(url)
+    try:
+        with running_consumer(registry_dsn, url, maintenance_interval=0.05):
+            assert started.wait(10), "maintenance never ran"
+            publisher.publish_all([v1_message(i) for i in range(30)])
+            wait_until(lambda: _count(registry_dsn, "SELECT count(*) FROM readings") == 30 * len(DEVICES),
+                       timeout=30, what="rows committed while maintenance is in progress")
+            release.set()
+            wait_until(lambda: len(threads) >= 2, timeout=30, what="the next maintenance round")
+    finally:
+        release.set()
+        publisher.close()
+    assert set(threads) == {"tds-ingest-housekeeping"}
+    with psycopg.connect(registry_dsn) as conn:  # the released refreshes did their job
+        hourly = conn.execute("SELECT coalesce(sum(reading_count), 0) FROM readings_hourly").fetchone()[0]
+    assert hourly == 30 * len(DEVICES)
