@@ -1,4 +1,4 @@
-"""`tds db migrate | status | maintain`."""
+"""`tds db migrate | status | maintain [--rebuild START END]`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TextIO
 
 import psycopg
@@ -16,6 +17,7 @@ from tds_core.storage.durations import format_duration, parse_duration
 from tds_core.storage.maintenance import apply_retention, maintain
 from tds_core.storage.migrate import MigrationError, current_backend, migrate
 from tds_core.storage.partitions import create_partitions_ahead, existing_partitions
+from tds_core.storage.rollups import request_rebuild
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("maintain", help="create partitions ahead, refresh rollups, apply retention")
     _dsn_arg(p)
+    p.add_argument(
+        "--rebuild",
+        nargs=2,
+        metavar=("START", "END"),
+        type=_utc_time,
+        help="first recompute the rollups of [START, END) from the raw rows (plain PostgreSQL; a repair after "
+        "raw rows were changed by hand), e.g. --rebuild 2026-11-01 2026-12-01",
+    )
     p.set_defaults(handler=_guarded(_maintain))
 
 
@@ -142,9 +152,31 @@ def _status(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return 0
 
 
+def _utc_time(text: str) -> datetime:
+    """An ISO 8601 date or date-time; without a zone it is UTC."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO 8601 date or date-time, got {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _maintain(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     with psycopg.connect(_dsn(args)) as conn:
+        if args.rebuild:
+            start, end = args.rebuild
+            if end <= start:
+                print(f"tds db maintain: --rebuild: END {end.isoformat()} is not after START", file=sys.stderr)
+                return 2
+            backend = current_backend(conn)
+            conn.commit()
+            if backend != "postgres":
+                print("tds db maintain: --rebuild: TimescaleDB refreshes its aggregates from the raw rows "
+                      "already (CALL refresh_continuous_aggregate)", file=sys.stderr)
+                return 2
+            hours = request_rebuild(conn, start, end)
+            print(f"{hours} hourly buckets queued for a rebuild from the raw rows", file=out)
         report = maintain(conn)
     refreshed = report.refresh.hours if report.refresh else 0
     print(

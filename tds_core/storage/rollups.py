@@ -1,10 +1,16 @@
 """Keeping `readings_hourly` and `readings_monthly` current on either backend.
 
 TimescaleDB: `refresh_continuous_aggregate` over a window inside the retention period (refreshing over
-dropped chunks would erase the aggregated buckets). Plain PostgreSQL: the writer logs the (device, hour)
-buckets it inserted into; the refresher consumes that log and re-aggregates only those buckets from the
-raw rows (hour), then the touched days from hours and the touched months from days. Every level is
-recomputed from the level below, never incremented, so redelivered and late rows leave it exact.
+dropped chunks would erase the aggregated buckets). Plain PostgreSQL: in the same transaction as the rows
+it inserted, the writer logs per (device, hour) their sum, min, max and count (`readings_dirty`, migration
+0003); the refresher consumes that log, folds the deltas into the hourly rows, then recomputes the touched
+days from hours and the touched months from days. Only inserted rows are logged, so redelivered rows are
+never counted twice, and late rows simply add their delta. A log entry without figures (written before
+migration 0003, or by `request_rebuild`) makes its hour recompute from the raw rows instead.
+
+The refresh runs in REPEATABLE READ: the log it consumes and the raw rows it re-aggregates are read from the
+same snapshot, and the writer commits rows and their deltas together, so a row is counted exactly once
+whichever way its hour is refreshed.
 """
 
 from __future__ import annotations
@@ -23,23 +29,44 @@ log = logging.getLogger(__name__)
 _REFRESH_LOCK = 0x7D5_0003  # one plain-backend refresher at a time
 
 _TAKE_DIRTY = """
-    WITH taken AS (
-        DELETE FROM readings_dirty WHERE bucket >= %(start)s AND bucket < %(end)s RETURNING device_id, bucket
-    )
-    INSERT INTO tds_dirty_hours SELECT DISTINCT device_id, bucket FROM taken
+    WITH taken AS (DELETE FROM readings_dirty WHERE bucket >= %(start)s AND bucket < %(end)s RETURNING *)
+    INSERT INTO tds_dirty SELECT device_id, bucket, gateway_id, tenant_id, sum_value, min_value, max_value,
+                                 reading_count FROM taken
 """
 # Buckets whose raw rows retention may already have dropped are never recomputed (that would erase
 # them); their log entries are just discarded.
 _DISCARD_OLD = "DELETE FROM readings_dirty WHERE bucket < %(start)s"
 
-_HOURLY = """
-    DELETE FROM readings_hourly h USING tds_dirty_hours d WHERE h.device_id = d.device_id AND h.bucket = d.bucket;
+# Every touched hour (for the daily and monthly levels) and those to recompute from the raw rows.
+_SPLIT_DIRTY = """
+    CREATE TEMP TABLE tds_dirty_hours ON COMMIT DROP AS SELECT DISTINCT device_id, bucket FROM tds_dirty;
+    CREATE TEMP TABLE tds_rebuild_hours ON COMMIT DROP AS
+        SELECT DISTINCT device_id, bucket FROM tds_dirty WHERE reading_count IS NULL;
+"""
+_HOURLY_REBUILD = """
+    DELETE FROM readings_hourly h USING tds_rebuild_hours d WHERE h.device_id = d.device_id AND h.bucket = d.bucket;
     INSERT INTO readings_hourly
     SELECT d.bucket, r.tenant_id, r.gateway_id, r.device_id,
            sum(r.value), avg(r.value), min(r.value), max(r.value), count(*)
-    FROM tds_dirty_hours d
+    FROM tds_rebuild_hours d
     JOIN readings r ON r.device_id = d.device_id AND r.time >= d.bucket AND r.time < d.bucket + interval '1 hour'
     GROUP BY d.bucket, r.tenant_id, r.gateway_id, r.device_id;
+"""
+# Deltas of rebuilt hours are already in the raw rows just re-aggregated (same snapshot): skipped.
+_HOURLY_DELTAS = """
+    INSERT INTO readings_hourly AS h
+    SELECT d.bucket, d.tenant_id, d.gateway_id, d.device_id, sum(d.sum_value),
+           sum(d.sum_value) / sum(d.reading_count), min(d.min_value), max(d.max_value), sum(d.reading_count)
+    FROM tds_dirty d
+    WHERE d.reading_count IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM tds_rebuild_hours x WHERE x.device_id = d.device_id AND x.bucket = d.bucket)
+    GROUP BY d.bucket, d.tenant_id, d.gateway_id, d.device_id
+    ON CONFLICT (device_id, bucket, tenant_id, gateway_id) DO UPDATE SET
+        sum_value = h.sum_value + excluded.sum_value,
+        avg_value = (h.sum_value + excluded.sum_value) / (h.reading_count + excluded.reading_count),
+        min_value = least(h.min_value, excluded.min_value),
+        max_value = greatest(h.max_value, excluded.max_value),
+        reading_count = h.reading_count + excluded.reading_count
 """
 _DAILY = """
     CREATE TEMP TABLE tds_dirty_days ON COMMIT DROP AS
@@ -103,25 +130,55 @@ def refresh_rollups(
 def _refresh_plain(conn: psycopg.Connection, start: datetime, end: datetime | None) -> RefreshResult:
     upper = end or datetime.max.replace(tzinfo=UTC)
     params = {"start": start, "end": upper}
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_REFRESH_LOCK,))
-        discarded = conn.execute(_DISCARD_OLD, params).rowcount
-        if discarded:
-            log.warning(
-                "discarded %d rollup invalidations older than the retained period (%s)", discarded, start
+    # A session-level lock taken before the transaction: the REPEATABLE READ snapshot must be taken after
+    # the previous refresher committed, or this one would try to consume entries that one already deleted.
+    conn.execute("SELECT pg_advisory_lock(%s)", (_REFRESH_LOCK,))
+    conn.commit()
+    try:
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            discarded = conn.execute(_DISCARD_OLD, params).rowcount
+            if discarded:
+                log.warning(
+                    "discarded %d rollup invalidations older than the retained period (%s)", discarded, start
+                )
+            conn.execute(
+                """CREATE TEMP TABLE tds_dirty (device_id bigint, bucket timestamptz, gateway_id bigint,
+                   tenant_id bigint, sum_value double precision, min_value double precision,
+                   max_value double precision, reading_count bigint) ON COMMIT DROP"""
             )
-        conn.execute(
-            "CREATE TEMP TABLE tds_dirty_hours (device_id bigint, bucket timestamptz) ON COMMIT DROP"
-        )
-        hours = conn.execute(_TAKE_DIRTY, params).rowcount
-        if hours:
-            # A fresh temporary table has no statistics: give the planner some for the joins below.
-            conn.execute("ANALYZE tds_dirty_hours")
-            conn.execute(_HOURLY)
-            conn.execute(_DAILY)
-            conn.execute(_MONTHLY)
+            taken = conn.execute(_TAKE_DIRTY, params).rowcount
+            hours = 0
+            if taken:
+                conn.execute(_SPLIT_DIRTY)
+                hours = conn.execute("SELECT count(*) FROM tds_dirty_hours").fetchone()[0]  # type: ignore[index]
+                # Fresh temporary tables have no statistics: give the planner some for the joins below.
+                conn.execute("ANALYZE tds_dirty_hours")
+                conn.execute("ANALYZE tds_rebuild_hours")
+                conn.execute(_HOURLY_REBUILD)
+                conn.execute(_HOURLY_DELTAS)
+                conn.execute(_DAILY)
+                conn.execute(_MONTHLY)
+    finally:
+        if not conn.closed:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_REFRESH_LOCK,))
+            conn.commit()
     log.debug("refreshed %d hourly rollup buckets", hours)
     return RefreshResult(start, end, hours)
+
+
+def request_rebuild(conn: psycopg.Connection, start: datetime, end: datetime) -> int:
+    """Plain PostgreSQL: make the next refresh recompute every hour in [start, end) that has raw rows from
+    those rows (a repair after raw rows were changed by hand). Returns the number of hours queued; commits.
+    """
+    with conn.transaction():
+        cur = conn.execute(
+            """INSERT INTO readings_dirty (device_id, bucket)
+               SELECT DISTINCT device_id, date_trunc('hour', time, 'UTC') FROM readings
+               WHERE time >= %s AND time < %s""",
+            (start, end),
+        )
+    return cur.rowcount
 
 
 def _refresh_timescale(conn: psycopg.Connection, start: datetime, end: datetime | None) -> RefreshResult:

@@ -1,8 +1,9 @@
 """The batch writer: readings, gateway liveness and dead letters of one batch in ONE transaction.
 
-Per batch: the readings are stored idempotently (below), on plain PostgreSQL the (device, hour) buckets of
-the rows actually inserted go to the invalidation log, `gateways.last_seen/online` are advanced, dead
-letters are inserted (deduplicated by digest), then one commit. The caller acknowledges the batch's
+Per batch: the readings are stored idempotently (below); on plain PostgreSQL the sum, min, max and count
+per (device, hour) of the rows actually inserted go to the rollup delta log (`readings_dirty`);
+`gateways.last_seen/online` are advanced; dead letters are inserted (deduplicated by digest); then one
+commit. The caller acknowledges the batch's
 messages only after `write()` returned.
 
 Readings, two paths with the same outcome. Safe path: binary COPY into a temporary staging table, then
@@ -58,14 +59,14 @@ _COPY_DIRECT = "COPY readings (device_id, time, gateway_id, tenant_id, value) FR
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _COPY_TRAILER = struct.pack(">h", -1)
 _TUPLE = struct.Struct(">hiqiqiqiqid")
+_DELTA = struct.Struct(">h" + "iq" * 4 + "id" * 3 + "iq")  # 8 fields
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _HOUR = timedelta(hours=1)
-# Fast path's invalidations: (device, hour since the epoch) pairs computed by the client.
-_DIRTY_FROM_KEYS = """
-    INSERT INTO readings_dirty (device_id, bucket)
-    SELECT d, to_timestamp(h * 3600) FROM unnest(%s::bigint[], %s::bigint[]) AS u(d, h)
+# Fast path's rollup deltas, computed by the client: one binary COPY row per (device, hour, gateway, tenant).
+_COPY_DELTAS = """
+    COPY readings_dirty (device_id, bucket, gateway_id, tenant_id, sum_value, min_value, max_value, reading_count)
+    FROM STDIN (FORMAT BINARY)
 """
 
 # Rows go in (device, time) order: two consumers inserting overlapping redeliveries then wait for each
@@ -75,13 +76,16 @@ _INSERT_SELECT = f"""
     SELECT time, device_id, gateway_id, tenant_id, value FROM {_STAGING} ORDER BY device_id, time
     ON CONFLICT (device_id, time) DO NOTHING
 """
-# Plain PostgreSQL: only the rows really inserted invalidate their hourly bucket (a redelivery costs the
-# refresher nothing).
+# Plain PostgreSQL: only the rows really inserted count in the rollup deltas (a redelivery costs the
+# refresher nothing and is never counted twice).
 _INSERT_PLAIN = f"""
-    WITH ins AS ({_INSERT_SELECT} RETURNING device_id, time),
-    dirty AS (
-        INSERT INTO readings_dirty (device_id, bucket)
-        SELECT DISTINCT device_id, date_trunc('hour', time, 'UTC') FROM ins
+    WITH ins AS ({_INSERT_SELECT} RETURNING device_id, time, gateway_id, tenant_id, value),
+    deltas AS (
+        INSERT INTO readings_dirty
+            (device_id, bucket, gateway_id, tenant_id, sum_value, min_value, max_value, reading_count)
+        SELECT device_id, date_trunc('hour', time, 'UTC'), gateway_id, tenant_id,
+               sum(value), min(value), max(value), count(*)
+        FROM ins GROUP BY 1, 2, 3, 4
     )
     SELECT count(*) FROM ins
 """
@@ -221,12 +225,9 @@ class BatchWriter:
             with cur.copy(_COPY_DIRECT) as copy:
                 copy.write(payload)
             if self.backend == "postgres":
-                # Every row was inserted: its (device, UTC hour) bucket is invalid. Computed once per distinct
-                # time (a batch holds one per message).
-                hour_of = {t: (t - _UNIX_EPOCH) // _HOUR for t in set(map(_TIME, rows))}
-                keys = {(row[1], hour_of[row[0]]) for row in rows}
-                devices, hours = zip(*keys, strict=True)
-                cur.execute(_DIRTY_FROM_KEYS, (_int_array(devices), _int_array(hours)))
+                # Every row was inserted: all of them count in their hour's delta.
+                with cur.copy(_COPY_DELTAS) as copy:
+                    copy.write(encode_rollup_deltas(rows))
 
     def _insert_via_staging(self, rows: Sequence[Row]) -> int:
         conn = self.conn
@@ -308,3 +309,31 @@ def _first_bad_row(rows: Sequence[Row], exc: Exception) -> str:
         except (TypeError, ValueError, struct.error) as row_exc:
             return f"rows[{index}]: {expected}, got {row!r}: {row_exc}"
     return f"rows: {expected}: {exc}"
+
+
+def encode_rollup_deltas(rows: Sequence[Row]) -> bytes:
+    """Binary COPY rows of readings_dirty: per (device, UTC hour, gateway, tenant) the rows' sum, min, max
+    and count. Call after encode_copy_binary accepted `rows` (it validates them)."""
+    hour_of = {t: (t - _PG_EPOCH) // _HOUR for t in set(map(_TIME, rows))}
+    groups: dict[tuple[int, int, int, int], list] = {}
+    get = groups.get
+    for t, d, g, tn, v in rows:
+        key = (d, hour_of[t], g, tn)
+        acc = get(key)
+        if acc is None:
+            groups[key] = [v, v, v, 1]
+        else:
+            acc[0] += v
+            if v < acc[1]:
+                acc[1] = v
+            elif v > acc[2]:
+                acc[2] = v
+            acc[3] += 1
+    pack = _DELTA.pack
+    hour_us = 3_600_000_000
+    return b"".join((
+        _COPY_SIGNATURE,
+        *[pack(8, 8, d, 8, h * hour_us, 8, g, 8, tn, 8, s, 8, lo, 8, hi, 8, n)
+          for (d, h, g, tn), (s, lo, hi, n) in groups.items()],
+        _COPY_TRAILER,
+    ))

@@ -39,3 +39,37 @@ def test_bad_retention_is_one_clear_line(empty_db_dsn: str, capsys: pytest.Captu
 def test_status_of_an_unmigrated_database(empty_db_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["db", "status", "--dsn", empty_db_dsn]) == 1
     assert "not migrated" in capsys.readouterr().out
+
+
+def test_maintain_rebuild_recomputes_hand_edited_hours(empty_db_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from datetime import UTC, datetime
+
+    from storage_testkit import seed_registry
+
+    from tds_core.storage.writer import BatchWriter
+
+    assert main(["db", "migrate", "--dsn", empty_db_dsn, "--backend", "postgres"]) == 0
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    with psycopg.connect(empty_db_dsn) as conn:
+        reg = seed_registry(conn)
+        BatchWriter(conn).write([(hour + timedelta(minutes=m), reg.devices["A-E1"], reg.gw_a, reg.tenant_a, 1.0)
+                                 for m in range(10)])
+    assert main(["db", "maintain", "--dsn", empty_db_dsn]) == 0
+    with psycopg.connect(empty_db_dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM readings WHERE time >= %s", (hour + timedelta(minutes=5),))
+    capsys.readouterr()
+    start = hour.strftime("%Y-%m-%dT%H:%M")
+    assert main(["db", "maintain", "--dsn", empty_db_dsn, "--rebuild", start, "2999-01-01"]) == 0
+    assert "1 hourly buckets queued for a rebuild" in capsys.readouterr().out
+    with psycopg.connect(empty_db_dsn) as conn:
+        assert conn.execute("SELECT reading_count FROM readings_hourly").fetchall() == [(5,)]
+
+
+def test_maintain_rebuild_bad_window(empty_db_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["db", "migrate", "--dsn", empty_db_dsn, "--backend", "postgres"]) == 0
+    with pytest.raises(SystemExit) as raised:  # argparse: usage line and exit 2
+        main(["db", "maintain", "--dsn", empty_db_dsn, "--rebuild", "yesterday", "2026-01-01"])
+    assert raised.value.code == 2
+    assert "expected an ISO 8601 date or date-time, got 'yesterday'" in capsys.readouterr().err
+    assert main(["db", "maintain", "--dsn", empty_db_dsn, "--rebuild", "2026-02-01", "2026-01-01"]) == 2
+    assert "--rebuild: END 2026-01-01T00:00:00+00:00 is not after START" in capsys.readouterr().err
