@@ -60,6 +60,9 @@ class IngestConfig:
     batch_max_messages: int = 1000
     batch_max_wait: float = 0.05  # seconds after the first message of a batch
     offline_after: timedelta = timedelta(minutes=15)  # three missed 5-minute polls
+    # A gateway's last_seen is rewritten at most this often (BatchWriter.last_seen_resolution): at high
+    # rates every batch would otherwise lock and update every gateway row. Capped at offline_after / 10.
+    last_seen_resolution: timedelta = timedelta(seconds=1)
     liveness_interval: float = 10.0
     maintenance_interval: float = 30.0  # rollup refresh, partitions ahead, retention
     db_retry_initial: float = 0.2

@@ -348,6 +348,7 @@ class Consumer:
                 for mac, online in status_after.items():
                     set_gateway_online(conn, mac, online)
                     if not online:
+                        writer.forget_liveness()  # its next message must set online again at once
                         metrics.GATEWAYS_MARKED_OFFLINE.labels("lwt").inc()
                 metrics.DB_UP.set(1)
                 return result, letters
@@ -387,7 +388,10 @@ class Consumer:
     def _connect_db(self) -> tuple[psycopg.Connection, BatchWriter]:
         if self._conn is None or self._conn.closed or self._writer is None:
             self._conn = psycopg.connect(self.config.database_url, connect_timeout=5)
-            self._writer = BatchWriter(self._conn)  # reads the backend recorded by the migrations
+            # The backend is read from what the migrations recorded.
+            # last_seen lags by less than the resolution: keep that small next to the silence window.
+            resolution = min(self.config.last_seen_resolution, self.config.offline_after / 10)
+            self._writer = BatchWriter(self._conn, last_seen_resolution=resolution)
         return self._conn, self._writer
 
     def _drop_db(self) -> None:

@@ -119,8 +119,21 @@ class BatchWriter:
     """Writes batches through one connection. Not thread-safe: one writer per connection and thread."""
 
     def __init__(
-        self, conn: psycopg.Connection, backend: Backend | None = None, *, fast_path: bool = True
+        self,
+        conn: psycopg.Connection,
+        backend: Backend | None = None,
+        *,
+        fast_path: bool = True,
+        last_seen_resolution: timedelta = timedelta(0),
     ) -> None:
+        """`last_seen_resolution`: skip a gateway's liveness update when this writer already committed a
+        last_seen less than this much older (0: every batch writes it). The database's last_seen then lags
+        the newest message by less than the resolution; `forget_liveness()` ends the skipping (e.g. after
+        the gateway was marked offline)."""
+        if last_seen_resolution < timedelta(0):
+            raise ValueError(f"last_seen_resolution: expected 0 or more, got {last_seen_resolution}")
+        self.last_seen_resolution = last_seen_resolution
+        self._seen_committed: dict[int, datetime] = {}
         self._known_days: set[date] = set()
         self.fast_path = fast_path
         self._expect_duplicates = False
@@ -164,6 +177,8 @@ class BatchWriter:
             raise RuntimeError(
                 "BatchWriter.write needs an idle connection (no open transaction): it commits the batch itself"
             )
+        if seen_gateways and self.last_seen_resolution:
+            seen_gateways = self._liveness_due(seen_gateways)
         if not rows and not seen_gateways and not dead_letters:
             return WriteResult(0, 0, 0)
         if rows and self.backend == "postgres":
@@ -186,7 +201,20 @@ class BatchWriter:
                     f"rows: expected (timezone-aware datetime, int, int, int, float) tuples: {exc}"
                 ) from exc
             raise
+        if seen_gateways and self.last_seen_resolution:
+            self._seen_committed.update(seen_gateways)
         return WriteResult(inserted, len(rows) - inserted, stored_dead)
+
+    def forget_liveness(self) -> None:
+        """Write every gateway's liveness on its next batch again (call after marking gateways offline)."""
+        self._seen_committed.clear()
+
+    def _liveness_due(self, seen: Mapping[int, datetime]) -> dict[int, datetime]:
+        committed, resolution = self._seen_committed, self.last_seen_resolution
+        return {
+            gid: at for gid, at in seen.items()
+            if (previous := committed.get(gid)) is None or at - previous >= resolution
+        }
 
     def _ensure_days(self, rows: Sequence[Row]) -> None:
         # Cheap common case: the batch's time span lies in days already known to exist.

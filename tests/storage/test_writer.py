@@ -193,3 +193,43 @@ def test_encoding_refuses_bad_rows_with_a_clear_error(row: tuple, detail: str) -
     message = str(raised.value)
     assert message.startswith("rows[1]: expected (timezone-aware datetime, int, int, int, float), got ")
     assert detail in message
+
+
+def test_last_seen_resolution_skips_recent_liveness_updates(plain_store: Store) -> None:
+    conn, reg = plain_store.conn, plain_store.reg
+    writer = BatchWriter(conn, last_seen_resolution=timedelta(seconds=1))
+    t = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+
+    def last_seen() -> datetime:
+        value = conn.execute("SELECT last_seen FROM gateways WHERE id = %s", (reg.gw_a,)).fetchone()[0]
+        conn.commit()
+        return value
+
+    writer.write([], {reg.gw_a: t})
+    assert last_seen() == t
+    writer.write([], {reg.gw_a: t + timedelta(milliseconds=400)})  # within the resolution: not rewritten
+    assert last_seen() == t
+    writer.write([], {reg.gw_a: t + timedelta(seconds=1)})
+    assert last_seen() == t + timedelta(seconds=1)
+    with conn.transaction():  # marked offline elsewhere (an LWT): the consumer then forgets
+        conn.execute("UPDATE gateways SET online = false WHERE id = %s", (reg.gw_a,))
+    writer.forget_liveness()
+    writer.write([], {reg.gw_a: t + timedelta(seconds=1, milliseconds=100)})
+    online = conn.execute("SELECT online FROM gateways WHERE id = %s", (reg.gw_a,)).fetchone()[0]
+    conn.commit()
+    assert online is True and last_seen() == t + timedelta(seconds=1, milliseconds=100)
+    with pytest.raises(ValueError, match="last_seen_resolution: expected 0 or more"):
+        BatchWriter(conn, last_seen_resolution=timedelta(seconds=-1))
+
+
+def test_a_failed_batch_does_not_count_as_liveness_written(plain_store: Store) -> None:
+    conn, reg = plain_store.conn, plain_store.reg
+    writer = BatchWriter(conn, last_seen_resolution=timedelta(minutes=1))
+    t = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    bad = DeadLetter(topic="t", payload=b"x", reason="r" * 10_000_000, detail="d", client_id=None, received_at=t)
+    with pytest.raises(psycopg.Error):
+        writer.write([], {reg.gw_a: t}, [bad])
+    writer.write([], {reg.gw_a: t + timedelta(seconds=1)})
+    seen = conn.execute("SELECT last_seen FROM gateways WHERE id = %s", (reg.gw_a,)).fetchone()[0]
+    conn.commit()
+    assert seen == t + timedelta(seconds=1)
