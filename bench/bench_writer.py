@@ -1,13 +1,16 @@
 """Batch-writer throughput: readings/s for fresh inserts and 100% redelivery, and commit latency.
 
     python -m bench.bench_writer --rows 1000000 --batch 5000 [--dsn URL] [--layout partitioned,seed_indexes,flat]
+                                 [--writers N]
 
 Without --dsn an embedded PostgreSQL is started in a temporary directory. Each layout gets a fresh
 database: `partitioned` is the plain backend as migrated (daily partitions, unique (device, time), dirty
 log); `seed_indexes` adds the seed's (tenant, time) and (gateway, time) indexes; `flat` is one
 unpartitioned table with the unique key only (the writer's TimescaleDB path: no partition check, no dirty
 log), the floor to compare against; `timescale` is the TimescaleDB backend as migrated (hypertable, the
-seed's three indexes), which needs --dsn of a server with TimescaleDB.
+seed's three indexes), which needs --dsn of a server with TimescaleDB. With --writers N, N writers (each its
+own connection and thread, as N consumer processes would have) write disjoint device sets at once; the rate
+is their total.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -41,6 +45,7 @@ class Run:
     layout: str
     phase: str
     batch: int
+    writers: int
     rows: int
     seconds: float
     latencies: list[float]
@@ -55,7 +60,8 @@ class Run:
 
     def line(self) -> str:
         return (
-            f"{self.layout:<13} {self.phase:<10} batch {self.batch:>6}  {self.rate:>10,.0f} readings/s  "
+            f"{self.layout:<13} {self.phase:<10} batch {self.batch:>6} x{self.writers}  "
+            f"{self.rate:>10,.0f} readings/s  "
             f"latency p50 {self.pct(0.50):6.1f} ms  p95 {self.pct(0.95):6.1f} ms  p99 {self.pct(0.99):6.1f} ms"
         )
 
@@ -121,51 +127,97 @@ def seed(
     return out
 
 
-def make_batches(devices: list[tuple[int, int, int]], rows: int, batch: int) -> list[tuple[list, dict]]:
-    """Rows as the consumer would send them: every device reports once a minute, in time order."""
+def make_batches(
+    devices: list[tuple[int, int, int]], rows: int, batch: int, writers: int = 1
+) -> list[tuple[list, dict]]:
+    """Rows as the consumer would send them: every device reports once a minute, in time order.
+
+    With several writers the gateways are split between them and the batches interleaved, so that
+    `batches[i::writers]` holds writer i's gateways only (no two writers touch the same rows)."""
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
-    all_rows = []
-    step = 0
-    while len(all_rows) < rows:
-        t = start + timedelta(minutes=step)
-        all_rows.extend((t, d, g, tn, 1000.0 + step * 0.01 + d) for d, g, tn in devices)
-        step += 1
-    del all_rows[rows:]
-    batches = []
-    for i in range(0, rows, batch):
-        chunk = all_rows[i : i + batch]
-        seen: dict[int, datetime] = {}
-        for r in chunk:
-            seen[r[2]] = r[0]
-        batches.append((chunk, seen))
-    return batches
+    groups = [[d for d in devices if d[1] % writers == i] for i in range(writers)]
+    per_group: list[list[tuple[list, dict]]] = []
+    for i, group in enumerate(groups):
+        wanted = rows // writers + (1 if i < rows % writers else 0)
+        all_rows: list[tuple] = []
+        step = 0
+        while len(all_rows) < wanted:
+            t = start + timedelta(minutes=step)
+            all_rows.extend((t, d, g, tn, 1000.0 + step * 0.01 + d) for d, g, tn in group)
+            step += 1
+        del all_rows[wanted:]
+        batches = []
+        for j in range(0, wanted, batch):
+            chunk = all_rows[j : j + batch]
+            seen: dict[int, datetime] = {}
+            for r in chunk:
+                seen[r[2]] = r[0]
+            batches.append((chunk, seen))
+        per_group.append(batches)
+    longest = max(len(b) for b in per_group)
+    interleaved: list[tuple[list, dict]] = []
+    for j in range(longest):
+        for i in range(writers):
+            # A writer with fewer batches gets an empty one, so that batches[i::writers] stays writer i's.
+            interleaved.append(per_group[i][j] if j < len(per_group[i]) else ([], {}))
+    return interleaved
 
 
-def measure(dsn: str, layout: str, batches: list[tuple[list, dict]], batch: int) -> list[Run]:
-    """Write every batch (fresh), then all again (100% redelivery)."""
-    runs = []
-    with psycopg.connect(dsn) as conn:
-        writer = BatchWriter(
-            conn, backend="postgres" if layout in ("partitioned", "seed_indexes") else "timescale"
-        )
-        for phase in ("fresh", "redelivery"):
-            latencies = []
-            total = 0
-            began = time.perf_counter()
-            for rows, seen in batches:
+def _phase(writers: list[BatchWriter], shares: list[list[tuple[list, dict]]], phase: str):
+    """All writers write their share at once; return (seconds, rows accounted for, per-batch latencies)."""
+    latencies: list[float] = []
+    totals = [0] * len(writers)
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(writers) + 1)
+
+    def work(i: int) -> None:
+        start.wait()
+        try:
+            for rows, seen in shares[i]:
                 t0 = time.perf_counter()
-                result = writer.write(rows, seen)
+                result = writers[i].write(rows, seen)
                 latencies.append(time.perf_counter() - t0)
-                total += result.inserted if phase == "fresh" else result.duplicates
-            seconds = time.perf_counter() - began
-            expected = sum(len(b[0]) for b in batches)
+                totals[i] += result.inserted if phase == "fresh" else result.duplicates
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(writers))]
+    for t in threads:
+        t.start()
+    start.wait()
+    began = time.perf_counter()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - began
+    if errors:
+        raise errors[0]
+    return seconds, sum(totals), latencies
+
+
+def measure(dsn: str, layout: str, batches: list[tuple[list, dict]], batch: int, writers: int = 1) -> list[Run]:
+    """Write every batch (fresh), then all again (100% redelivery); writer i takes `batches[i::writers]`
+    (make_batches gives each writer its own gateways)."""
+    backend = "postgres" if layout in ("partitioned", "seed_indexes") else "timescale"
+    shares = [batches[i::writers] for i in range(writers)]
+    conns = [psycopg.connect(dsn) for _ in range(writers)]
+    try:
+        bws = [BatchWriter(conn, backend=backend) for conn in conns]
+        runs = []
+        expected = sum(len(b[0]) for b in batches)
+        for phase in ("fresh", "redelivery"):
+            seconds, total, latencies = _phase(bws, shares, phase)
             if total != expected:
                 raise AssertionError(f"{layout}/{phase}: expected {expected} rows accounted for, got {total}")
-            runs.append(Run(layout, phase, batch, expected, seconds, latencies))
-    return runs
+            runs.append(Run(layout, phase, batch, writers, expected, seconds, latencies))
+        return runs
+    finally:
+        for conn in conns:
+            conn.close()
 
 
-def run(admin_dsn: str, rows: int, batch_sizes: list[int], layouts: list[str], out=sys.stdout) -> list[Run]:
+def run(
+    admin_dsn: str, rows: int, batch_sizes: list[int], layouts: list[str], out=sys.stdout, writers: int = 1
+) -> list[Run]:
     """Every layout × batch size on a fresh database; print one line per pass as it completes."""
     results = []
     for layout in layouts:
@@ -173,8 +225,8 @@ def run(admin_dsn: str, rows: int, batch_sizes: list[int], layouts: list[str], o
             with fresh_database(admin_dsn, layout) as dsn:
                 with psycopg.connect(dsn) as conn:
                     devices = seed(conn, tenants=4, gateways=100, devices_per_gateway=8)
-                batches = make_batches(devices, rows, batch)
-                for r in measure(dsn, layout, batches, batch):
+                batches = make_batches(devices, rows, batch, writers)
+                for r in measure(dsn, layout, batches, batch, writers):
                     print(r.line(), file=out, flush=True)
                     results.append(r)
     return results
@@ -188,22 +240,25 @@ def main(argv: list[str] | None = None) -> int:
         "--layout", default=",".join(LAYOUTS[:3]), help=f"comma-separated of {', '.join(LAYOUTS)}"
     )
     parser.add_argument("--dsn", help="admin DSN of a PostgreSQL server (default: embedded, temporary)")
+    parser.add_argument("--writers", type=int, default=1, help="parallel writers on disjoint devices (default 1)")
     args = parser.parse_args(argv)
     try:
         sizes = [int(b) for b in args.batch.split(",")]
     except ValueError:
         parser.error(f"--batch: expected comma-separated integers, got {args.batch!r}")
+    if not 1 <= args.writers <= 16:
+        parser.error(f"--writers: expected 1..16, got {args.writers}")
     layouts = args.layout.split(",")
     if bad := [x for x in layouts if x not in LAYOUTS]:
         parser.error(f"--layout: expected some of {', '.join(LAYOUTS)}, got {', '.join(bad)}")
     if args.dsn:
-        results = run(args.dsn, args.rows, sizes, layouts)
+        results = run(args.dsn, args.rows, sizes, layouts, writers=args.writers)
     else:
         with (
             tempfile.TemporaryDirectory(prefix="tds-bench-", dir="/tmp") as tmp,
             EmbeddedPostgres(f"{tmp}/data", delete_on_stop=True) as server,
         ):
-            results = run(server.dsn(), args.rows, sizes, layouts)
+            results = run(server.dsn(), args.rows, sizes, layouts, writers=args.writers)
     fresh = [r.rate for r in results if r.phase == "fresh"]
     print(f"median fresh rate {statistics.median(fresh):,.0f} readings/s", flush=True)
     return 0

@@ -52,3 +52,19 @@ def test_full_redelivery(benchmark, bench_setup) -> None:
 
     assert benchmark.pedantic(write_all, rounds=3, iterations=1) == ROWS
     benchmark.extra_info["readings_per_round"] = ROWS
+
+
+def test_parallel_writers_get_disjoint_gateways_and_every_row_once(db_dsn: str) -> None:
+    from bench.bench_writer import measure
+
+    with psycopg.connect(db_dsn) as conn:
+        devices = seed(conn, tenants=2, gateways=20, devices_per_gateway=8)
+    batches = make_batches(devices, 3_001, 500, writers=2)
+    shares = [batches[i::2] for i in range(2)]
+    gateways = [{r[2] for rows, _ in share for r in rows} for share in shares]
+    assert gateways[0] and gateways[1] and not gateways[0] & gateways[1]
+    assert sum(len(rows) for rows, _ in batches) == 3_001
+    runs = measure(db_dsn, "partitioned", batches, 500, writers=2)  # raises unless every row is accounted for
+    assert [(r.phase, r.rows, r.writers) for r in runs] == [("fresh", 3_001, 2), ("redelivery", 3_001, 2)]
+    with psycopg.connect(db_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM readings").fetchone()[0] == 3_001
