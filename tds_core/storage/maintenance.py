@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 import psycopg
+from psycopg import sql
 
 from tds_core.storage.capabilities import Backend
 from tds_core.storage.config import get_settings
@@ -100,5 +101,18 @@ def maintain(conn: psycopg.Connection, now: datetime | None = None) -> Maintenan
         today = (now or datetime.now(UTC)).astimezone(UTC).date()
         created = create_partitions_ahead(conn, settings.partitions_ahead, today=today)
     refresh = refresh_rollups(conn, backend)
+    if backend == "postgres" and refresh.hours:
+        _vacuum(conn, "readings_dirty")
     dropped = apply_retention(conn, backend, settings.retention)
     return MaintenanceReport(backend, created, refresh, dropped)
+
+
+def _vacuum(conn: psycopg.Connection, table: str) -> None:
+    """VACUUM `table` now. The refresh just deleted every log entry it consumed (up to one per reading at
+    high rates); the next refresh would scan those dead rows again if autovacuum has not come by yet."""
+    autocommit = conn.autocommit
+    conn.autocommit = True  # VACUUM refuses to run inside a transaction block
+    try:
+        conn.execute(sql.SQL("VACUUM {}").format(sql.Identifier(table)))
+    finally:
+        conn.autocommit = autocommit

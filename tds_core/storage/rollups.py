@@ -28,20 +28,42 @@ log = logging.getLogger(__name__)
 
 _REFRESH_LOCK = 0x7D5_0003  # one plain-backend refresher at a time
 
-_TAKE_DIRTY = """
-    WITH taken AS (DELETE FROM readings_dirty WHERE bucket >= %(start)s AND bucket < %(end)s RETURNING *)
-    INSERT INTO tds_dirty SELECT device_id, bucket, gateway_id, tenant_id, sum_value, min_value, max_value,
-                                 reading_count FROM taken
-"""
 # Buckets whose raw rows retention may already have dropped are never recomputed (that would erase
 # them); their log entries are just discarded.
 _DISCARD_OLD = "DELETE FROM readings_dirty WHERE bucket < %(start)s"
 
-# Every touched hour (for the daily and monthly levels) and those to recompute from the raw rows.
-_SPLIT_DIRTY = """
-    CREATE TEMP TABLE tds_dirty_hours ON COMMIT DROP AS SELECT DISTINCT device_id, bucket FROM tds_dirty;
-    CREATE TEMP TABLE tds_rebuild_hours ON COMMIT DROP AS
-        SELECT DISTINCT device_id, bucket FROM tds_dirty WHERE reading_count IS NULL;
+# Entries without figures: those hours are recomputed from the raw rows.
+_TAKE_REBUILDS = """
+    WITH taken AS (
+        DELETE FROM readings_dirty
+        WHERE reading_count IS NULL AND bucket >= %(start)s AND bucket < %(end)s
+        RETURNING device_id, bucket
+    )
+    INSERT INTO tds_rebuild_hours SELECT DISTINCT device_id, bucket FROM taken
+"""
+# Every other entry is folded into its hourly row in one pass (the log is read once, as it is deleted),
+# except those of hours being rebuilt: the raw rows re-aggregated below already hold them (same snapshot).
+_FOLD_DELTAS = """
+    WITH taken AS (
+        DELETE FROM readings_dirty WHERE bucket >= %(start)s AND bucket < %(end)s
+        RETURNING device_id, bucket, gateway_id, tenant_id, sum_value, min_value, max_value, reading_count
+    ),
+    folded AS (
+        INSERT INTO readings_hourly AS h
+        SELECT t.bucket, t.tenant_id, t.gateway_id, t.device_id, sum(t.sum_value),
+               sum(t.sum_value) / sum(t.reading_count), min(t.min_value), max(t.max_value), sum(t.reading_count)
+        FROM taken t
+        WHERE NOT EXISTS (SELECT 1 FROM tds_rebuild_hours x WHERE x.device_id = t.device_id AND x.bucket = t.bucket)
+        GROUP BY t.bucket, t.tenant_id, t.gateway_id, t.device_id
+        ON CONFLICT (device_id, bucket, tenant_id, gateway_id) DO UPDATE SET
+            sum_value = h.sum_value + excluded.sum_value,
+            avg_value = (h.sum_value + excluded.sum_value) / (h.reading_count + excluded.reading_count),
+            min_value = least(h.min_value, excluded.min_value),
+            max_value = greatest(h.max_value, excluded.max_value),
+            reading_count = h.reading_count + excluded.reading_count
+        RETURNING device_id, bucket
+    )
+    INSERT INTO tds_dirty_hours SELECT DISTINCT device_id, bucket FROM folded
 """
 _HOURLY_REBUILD = """
     DELETE FROM readings_hourly h USING tds_rebuild_hours d WHERE h.device_id = d.device_id AND h.bucket = d.bucket;
@@ -51,22 +73,7 @@ _HOURLY_REBUILD = """
     FROM tds_rebuild_hours d
     JOIN readings r ON r.device_id = d.device_id AND r.time >= d.bucket AND r.time < d.bucket + interval '1 hour'
     GROUP BY d.bucket, r.tenant_id, r.gateway_id, r.device_id;
-"""
-# Deltas of rebuilt hours are already in the raw rows just re-aggregated (same snapshot): skipped.
-_HOURLY_DELTAS = """
-    INSERT INTO readings_hourly AS h
-    SELECT d.bucket, d.tenant_id, d.gateway_id, d.device_id, sum(d.sum_value),
-           sum(d.sum_value) / sum(d.reading_count), min(d.min_value), max(d.max_value), sum(d.reading_count)
-    FROM tds_dirty d
-    WHERE d.reading_count IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM tds_rebuild_hours x WHERE x.device_id = d.device_id AND x.bucket = d.bucket)
-    GROUP BY d.bucket, d.tenant_id, d.gateway_id, d.device_id
-    ON CONFLICT (device_id, bucket, tenant_id, gateway_id) DO UPDATE SET
-        sum_value = h.sum_value + excluded.sum_value,
-        avg_value = (h.sum_value + excluded.sum_value) / (h.reading_count + excluded.reading_count),
-        min_value = least(h.min_value, excluded.min_value),
-        max_value = greatest(h.max_value, excluded.max_value),
-        reading_count = h.reading_count + excluded.reading_count
+    INSERT INTO tds_dirty_hours SELECT device_id, bucket FROM tds_rebuild_hours;
 """
 _DAILY = """
     CREATE TEMP TABLE tds_dirty_days ON COMMIT DROP AS
@@ -143,20 +150,17 @@ def _refresh_plain(conn: psycopg.Connection, start: datetime, end: datetime | No
                     "discarded %d rollup invalidations older than the retained period (%s)", discarded, start
                 )
             conn.execute(
-                """CREATE TEMP TABLE tds_dirty (device_id bigint, bucket timestamptz, gateway_id bigint,
-                   tenant_id bigint, sum_value double precision, min_value double precision,
-                   max_value double precision, reading_count bigint) ON COMMIT DROP"""
+                """CREATE TEMP TABLE tds_rebuild_hours (device_id bigint, bucket timestamptz) ON COMMIT DROP;
+                   CREATE TEMP TABLE tds_dirty_hours (device_id bigint, bucket timestamptz) ON COMMIT DROP"""
             )
-            taken = conn.execute(_TAKE_DIRTY, params).rowcount
-            hours = 0
-            if taken:
-                conn.execute(_SPLIT_DIRTY)
-                hours = conn.execute("SELECT count(*) FROM tds_dirty_hours").fetchone()[0]  # type: ignore[index]
-                # Fresh temporary tables have no statistics: give the planner some for the joins below.
-                conn.execute("ANALYZE tds_dirty_hours")
+            if conn.execute(_TAKE_REBUILDS, params).rowcount:
                 conn.execute("ANALYZE tds_rebuild_hours")
-                conn.execute(_HOURLY_REBUILD)
-                conn.execute(_HOURLY_DELTAS)
+            conn.execute(_FOLD_DELTAS, params)
+            conn.execute(_HOURLY_REBUILD)
+            hours = conn.execute("SELECT count(DISTINCT (device_id, bucket)) FROM tds_dirty_hours").fetchone()[0]  # type: ignore[index]
+            if hours:
+                # A fresh temporary table has no statistics: give the planner some for the joins below.
+                conn.execute("ANALYZE tds_dirty_hours")
                 conn.execute(_DAILY)
                 conn.execute(_MONTHLY)
     finally:
