@@ -133,7 +133,7 @@ def _status(args: argparse.Namespace, out: TextIO | None = None) -> int:
                    JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'readings'::regclass"""
             ).fetchone()
             dirty = conn.execute("SELECT count(*) FROM readings_dirty").fetchone()
-            print(f"rollup buckets waiting for refresh: {dirty[0] if dirty else 0}", file=out)
+            print(f"rollup log entries waiting for refresh: {dirty[0] if dirty else 0}", file=out)
         else:
             chunks = conn.execute("SELECT count(*) FROM show_chunks('readings')").fetchone()
             print(f"chunks: {chunks[0] if chunks else 0}", file=out)
