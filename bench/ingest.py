@@ -288,6 +288,26 @@ def _sleep_until(wall: float) -> None:
         time.sleep(min(left, 0.5))
 
 
+def latency_timeline(per_second: dict[int, list[float]]) -> list[dict]:
+    """Per second of publish time in the window: messages, p50/p99/max publish->commit latency (ms). Shows
+    whether a tail comes from steady queueing or from a stall (a few seconds with a huge max)."""
+    out = []
+    for second in sorted(per_second):
+        pct = percentiles(per_second[second])
+        out.append({"s": second, "messages": len(per_second[second]),
+                    **{k: round(pct[k], 1) for k in ("p50", "p99", "max") if pct.get(k) is not None}})
+    return out
+
+
+def timeline_summary(result: dict) -> str:
+    """One line on how the latency tail is spread over the seconds of a fixed-rate run."""
+    seconds = result["latency_timeline"]
+    over = [x for x in seconds if x.get("p99", 0) > TARGET_P99_MS]
+    worst = max(seconds, key=lambda x: x.get("max", 0))
+    return (f"tds at {result['offered_msg_s']:,.0f} msg/s: {len(over)} of {len(seconds)} seconds with p99 over "
+            f"{TARGET_P99_MS:g} ms; worst second +{worst['s']}s (max {worst.get('max', 0):,.0f} ms)")
+
+
 def run_tds(env: BenchEnv, cfg: IngestBenchConfig, rate: float, flood: int | None = None) -> dict:
     """The TDS consumer at a fixed offered rate: warm-up, measured window, drain, loss check.
 
@@ -345,6 +365,7 @@ def run_tds(env: BenchEnv, cfg: IngestBenchConfig, rate: float, flood: int | Non
 
     parse = TimestampParser()
     latencies: list[float] = []
+    per_second: dict[int, list[float]] = {}
     in_window = readings_in_window = 0
     last_commit = 0.0
     for mono, stamps, inserted in commits.records:
@@ -356,7 +377,9 @@ def run_tds(env: BenchEnv, cfg: IngestBenchConfig, rate: float, flood: int | Non
         for s in stamps:
             published = parse(s)
             if window[0] <= published < window[1]:
-                latencies.append((wall - published) * 1000.0)
+                latency = (wall - published) * 1000.0
+                latencies.append(latency)
+                per_second.setdefault(int(published - window[0]), []).append(latency)
     lat = percentiles(latencies)
     seconds = window[1] - window[0]
     published_s = (cfg.warmup + cfg.duration) if flood is None else max(1e-9, pubs["last_publish"] - start_at)
@@ -369,6 +392,7 @@ def run_tds(env: BenchEnv, cfg: IngestBenchConfig, rate: float, flood: int | Non
         "achieved_readings_s": round(readings_in_window / seconds, 1),
         "latency_ms": {k: (round(v, 2) if v is not None else None) for k, v in lat.items()},
         "latency_samples": len(latencies),
+        "latency_timeline": latency_timeline(per_second),
         "drain_s": round(max(0.0, last_commit - pubs["last_publish"]), 3),
         "dead_letters": commits.dead_letters,
         "publishers": {k: v for k, v in pubs.items() if k not in ("first_publish", "last_publish")},
@@ -571,6 +595,9 @@ def run_bench(cfg: IngestBenchConfig, *, out=sys.stdout) -> dict:
         if r["design"] == "writer":
             print(f"writer alone: {r['achieved_readings_s']:,.0f} readings/s fresh, {r['redelivery_readings_s']:,.0f} "
                   f"readings/s 100% redelivery (ON CONFLICT DO NOTHING), batch {r['batch']:,}", file=out)
+    for r in results:
+        if r["design"] == "tds" and r.get("latency_timeline"):
+            print(timeline_summary(r), file=out)
     print(f"load average start {report['host']['load_avg_start']} end {report['host']['load_avg_end']} "
           f"on {report['host']['cpus']} CPUs", file=out)
     print("targets: " + ", ".join(f"{k}={v}" for k, v in report["targets"].items()), file=out, flush=True)

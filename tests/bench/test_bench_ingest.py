@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from bench.env import BenchEnv, gateway_macs
-from bench.ingest import IngestBenchConfig, render_table, run_bench, verify
+from bench.ingest import IngestBenchConfig, latency_timeline, render_table, run_bench, timeline_summary, verify
 from bench.stats import TimestampParser, payload_timestamp, percentiles
 from tds_core.broker.mosquitto import mosquitto_available
 from tds_core.storage.partitions import ensure_partitions
@@ -51,6 +51,9 @@ def _check_report(report: dict, broker: str) -> None:
         assert result["publishers"]["errors"] == []
         assert {"p50", "p95", "p99"} <= result["latency_ms"].keys()
         assert result["latency_ms"]["p99"] is not None
+    timeline = report["results"][0]["latency_timeline"]
+    assert timeline and sum(x["messages"] for x in timeline) == report["results"][0]["latency_samples"]
+    assert all(x["p50"] <= x["p99"] <= x["max"] for x in timeline)
     assert report["results"][1]["loss"]["acked_messages"] == 150
     assert report["results"][2]["loss"]["acked_messages"] == 120
     writer = report["results"][3]
@@ -104,6 +107,11 @@ def test_helpers() -> None:
     assert parse("1970-01-01T00:00:02Z") == 2.0
     assert percentiles([3.0, 1.0, 2.0, 4.0]) == {"p50": 3.0, "p95": 4.0, "p99": 4.0, "max": 4.0}
     assert percentiles([])["p99"] is None
+    timeline = latency_timeline({0: [10.0, 20.0], 2: [500.0]})
+    assert timeline == [{"s": 0, "messages": 2, "p50": 20.0, "p99": 20.0, "max": 20.0},
+                        {"s": 2, "messages": 1, "p50": 500.0, "p99": 500.0, "max": 500.0}]
+    summary = timeline_summary({"offered_msg_s": 5000.0, "latency_timeline": timeline})
+    assert summary == "tds at 5,000 msg/s: 1 of 2 seconds with p99 over 150 ms; worst second +2s (max 500 ms)"
     assert gateway_macs(2) == ["02:00:00:00:00:01", "02:00:00:00:00:02"]
     with pytest.raises(ValueError, match="rates"):
         IngestBenchConfig(rates=[0])
