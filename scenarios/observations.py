@@ -257,6 +257,17 @@ def compare_in_memory(obs: Observations) -> ReadingsComparison:
 _SAME = "(c.stored = c.published OR abs(c.stored - c.published) <= " \
         "greatest(1e-9 * greatest(abs(c.stored), abs(c.published)), 1e-9))"  # math.isclose(rel 1e-9, abs 1e-9)
 
+# Stored rows that are not clean (acked, same value, served): wrong value, never served, or not acked.
+# Joins only: it must stay linear in the readings (see the v_prod comment in compare_in_database).
+BAD_ROWS_QUERY = f"""
+    SELECT c.*, (c.acked AND NOT {_SAME}) AS wrong FROM (
+        SELECT r.device_id, r.time, r.value AS stored, e.value AS published, e.device_id IS NOT NULL AS acked,
+               p.device_id IS NOT NULL AS produced
+        FROM readings r
+        LEFT JOIN v_exp e ON e.device_id = r.device_id AND e.time = r.time
+        LEFT JOIN v_prod p ON p.device_id = r.device_id AND p.value = r.value) c
+    WHERE NOT (c.acked AND c.produced AND coalesce({_SAME}, false))"""
+
 
 def compare_in_database(conn: Any, expected: Iterable[tuple[str, str, datetime, float]],
                         produced: Iterable[tuple[str, str, float]]) -> ReadingsComparison:
@@ -309,16 +320,7 @@ def compare_in_database(conn: Any, expected: Iterable[tuple[str, str, datetime, 
         cur.execute("ALTER TABLE v_prod_u RENAME TO v_prod")
         cur.execute("ANALYZE v_exp; ANALYZE v_prod; ANALYZE v_dev")
         names = {dev: key for key, dev in devices.items()}
-        # stored rows that are not clean (acked, same value, served): wrong, never served, not acked
-        cur.execute(f"""
-            CREATE TEMP TABLE v_bad ON COMMIT DROP AS
-            SELECT c.*, (c.acked AND NOT {_SAME}) AS wrong FROM (
-                SELECT r.device_id, r.time, r.value AS stored, e.value AS published, e.device_id IS NOT NULL AS acked,
-                       p.device_id IS NOT NULL AS produced
-                FROM readings r
-                LEFT JOIN v_exp e ON e.device_id = r.device_id AND e.time = r.time
-                LEFT JOIN v_prod p ON p.device_id = r.device_id AND p.value = r.value) c
-            WHERE NOT (c.acked AND c.produced AND coalesce({_SAME}, false))""")
+        cur.execute(f"CREATE TEMP TABLE v_bad ON COMMIT DROP AS {BAD_ROWS_QUERY}")
         cur.execute("""
             CREATE TEMP TABLE v_missing ON COMMIT DROP AS
             SELECT e.device_id, e.time FROM v_exp e
