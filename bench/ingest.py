@@ -26,7 +26,7 @@ import os
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,6 +37,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from bench.env import CONSUMER_CN, SEED_CONSUMER_CN, BenchEnv, BenchSetupError
 from bench.publisher import PublisherJob, PublisherResult, publisher_main
 from bench.stats import CpuMeter, TimestampParser, payload_timestamp, percentiles
+from tds_core.ingest.config import IngestConfig
+
+# The consumer's own defaults: the bench measures what `tds ingest` runs unless told otherwise.
+_CONSUMER = {f.name: f.default for f in fields(IngestConfig)}
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +70,10 @@ class IngestBenchConfig:
     seed_rate: float = 3000.0
     writer_rows: int = 400_000
     writer_batch: int = 4000
-    batch_max_messages: int = 500
-    batch_max_wait: float = 0.025
-    receive_maximum: int = 2000
+    batch_max_messages: int = _CONSUMER["batch_max_messages"]
+    batch_max_wait: float = _CONSUMER["batch_max_wait"]
+    receive_maximum: int = _CONSUMER["receive_maximum"]
+    maintenance_interval: float = _CONSUMER["maintenance_interval"]
     mqtt_version: int = 4
     max_inflight: int = 1000
     drain_timeout: float = 120.0
@@ -314,7 +319,7 @@ def run_tds(env: BenchEnv, cfg: IngestBenchConfig, rate: float, flood: int | Non
     With `flood` (a message count) it is measured like the seed design instead: that many messages as fast
     as the publishers go (`rate` is then their target), throughput = messages / (last commit - first publish).
     """
-    from tds_core.ingest.config import IngestConfig, TlsFiles
+    from tds_core.ingest.config import TlsFiles
     from tds_core.ingest.consumer import Consumer
 
     broker = env.broker_info
@@ -325,7 +330,7 @@ def run_tds(env: BenchEnv, cfg: IngestBenchConfig, rate: float, flood: int | Non
         database_url=env.db_dsn, broker_url=broker.url, client_id=CONSUMER_CN,
         tls=TlsFiles(tls.ca, tls.cert, tls.key) if tls else None, mqtt_version=cfg.mqtt_version,
         receive_maximum=cfg.receive_maximum, batch_max_messages=cfg.batch_max_messages,
-        batch_max_wait=cfg.batch_max_wait, subscribe_legacy=False,
+        batch_max_wait=cfg.batch_max_wait, maintenance_interval=cfg.maintenance_interval, subscribe_legacy=False,
     )
     commits = _Commits()
     consumer = Consumer(config, on_commit=commits)
@@ -636,8 +641,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed-rate", type=float, default=d.seed_rate, help="flood publish rate (default 3000)")
     p.add_argument("--writer-rows", type=int, default=d.writer_rows)
     p.add_argument("--writer-batch", type=int, default=d.writer_batch)
-    p.add_argument("--batch-max-messages", type=int, default=d.batch_max_messages)
-    p.add_argument("--batch-max-wait", type=float, default=d.batch_max_wait, help="seconds (default: the consumer's)")
+    p.add_argument("--batch-max-messages", type=int, default=d.batch_max_messages,
+                   help=f"default: the consumer's ({d.batch_max_messages})")
+    p.add_argument("--batch-max-wait", type=float, default=d.batch_max_wait,
+                   help=f"seconds (default: the consumer's, {d.batch_max_wait:g})")
+    p.add_argument("--maintenance-interval", type=float, default=d.maintenance_interval,
+                   help=f"seconds between the consumer's rollup refresh / partition / retention rounds "
+                   f"(default: the consumer's, {d.maintenance_interval:g}; a large value leaves them out)")
     p.add_argument("--receive-maximum", type=int, default=d.receive_maximum, help="MQTT 5 only")
     p.add_argument("--mqtt-version", type=int, choices=(4, 5), default=d.mqtt_version, help="consumer protocol")
     p.add_argument("--max-inflight", type=int, default=d.max_inflight, help="Mosquitto max_inflight_messages")
@@ -660,6 +670,7 @@ def config_from_args(args: argparse.Namespace) -> IngestBenchConfig:
         writer_rows=args.writer_rows,
         writer_batch=args.writer_batch, batch_max_messages=args.batch_max_messages,
         batch_max_wait=args.batch_max_wait, receive_maximum=args.receive_maximum,
+        maintenance_interval=args.maintenance_interval,
         mqtt_version=args.mqtt_version, max_inflight=args.max_inflight, drain_timeout=args.drain_timeout,
         report_dir=None if args.no_report else args.report_dir,
     )
