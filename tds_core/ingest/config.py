@@ -64,7 +64,9 @@ class IngestConfig:
     # rates every batch would otherwise lock and update every gateway row. Capped at offline_after / 10.
     last_seen_resolution: timedelta = timedelta(seconds=1)
     liveness_interval: float = 10.0
-    maintenance_interval: float = 30.0  # rollup refresh, partitions ahead, retention
+    # Rollup refresh, partitions ahead, retention. Shorter rounds spread the refresh's database CPU: at 5,000
+    # msg/s on 2 cores, p99 511 ms with 10 s against 1,296 ms with 30 s (bench ingest --maintenance-interval).
+    maintenance_interval: float = 10.0
     db_retry_initial: float = 0.2
     db_retry_max: float = 10.0
     limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)
