@@ -113,6 +113,7 @@ def _vacuum(conn: psycopg.Connection, table: str) -> None:
     autocommit = conn.autocommit
     conn.autocommit = True  # VACUUM refuses to run inside a transaction block
     try:
-        conn.execute(sql.SQL("VACUUM {}").format(sql.Identifier(table)))
+        # No truncation: it would take an ACCESS EXCLUSIVE lock on a table the writers append to all the time.
+        conn.execute(sql.SQL("VACUUM (TRUNCATE false) {}").format(sql.Identifier(table)))
     finally:
         conn.autocommit = autocommit
