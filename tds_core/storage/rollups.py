@@ -147,7 +147,7 @@ def _refresh_plain(conn: psycopg.Connection, start: datetime, end: datetime | No
             discarded = conn.execute(_DISCARD_OLD, params).rowcount
             if discarded:
                 log.warning(
-                    "discarded %d rollup invalidations older than the retained period (%s)", discarded, start
+                    "discarded %d rollup log entries older than the retained period (%s)", discarded, start
                 )
             conn.execute(
                 """CREATE TEMP TABLE tds_rebuild_hours (device_id bigint, bucket timestamptz) ON COMMIT DROP;

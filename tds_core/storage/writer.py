@@ -304,7 +304,7 @@ class BatchWriter:
 
 def _int_array(values: Iterable[int]) -> str:
     """A bigint[] literal (pass with a ::bigint[] cast): psycopg dumps a list item by item in Python and
-    checks each for quoting; one join is several times cheaper for the ~1,000 dirty keys of a batch."""
+    checks each for quoting; one join is several times cheaper for the gateway ids of a batch."""
     return "{" + ",".join(map(str, values)) + "}"
 
 
