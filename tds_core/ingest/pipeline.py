@@ -27,6 +27,8 @@ class InboundMessage:
     received_at: datetime  # wall clock, UTC: stamped on dead letters
     received_mono: float  # monotonic: for receive->commit latency
     retain: bool = False  # replayed by the broker from its retained store, not sent just now
+    # process_message's result when the receiving thread already ran it (the consumer decodes on arrival)
+    outcome: Accepted | DeadLetter | None = None
 
 
 @dataclass(slots=True)

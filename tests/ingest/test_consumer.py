@@ -205,3 +205,32 @@ def test_housekeeping_never_stalls_ingest(registry_dsn: str, amqtt_broker, monke
     with psycopg.connect(registry_dsn) as conn:  # the released refreshes did their job
         hourly = conn.execute("SELECT coalesce(sum(reading_count), 0) FROM readings_hourly").fetchone()[0]
     assert hourly == 30 * len(DEVICES)
+
+
+def test_a_message_that_fails_to_decode_on_arrival_is_decoded_again_by_the_writer(
+    registry_dsn: str, amqtt_broker, monkeypatch
+) -> None:
+    """Decoding on arrival runs in paho's network thread: an unexpected error there must neither stop the
+    thread nor lose the message; the writer decodes it again (and would dead-letter or report it)."""
+    import tds_core.ingest.consumer as consumer_module
+
+    real, failed = consumer_module.process_message, []
+
+    def flaky(message, snapshot, **kwargs):
+        if threading.current_thread().name.startswith("paho") and not failed:
+            failed.append(message.topic)
+            raise RuntimeError("simulated decoder bug")
+        return real(message, snapshot, **kwargs)
+
+    monkeypatch.setattr(consumer_module, "process_message", flaky)
+    url = amqtt_broker.url
+    publisher = Publisher(url)
+    try:
+        with running_consumer(registry_dsn, url):
+            publisher.publish_all([v1_message(i) for i in range(10)])
+            wait_until(lambda: _count(registry_dsn, "SELECT count(*) FROM readings") == 10 * len(DEVICES),
+                       timeout=30, what="every message stored")
+    finally:
+        publisher.close()
+    assert len(failed) == 1
+    assert _count(registry_dsn, "SELECT count(*) FROM dead_letters") == 0
