@@ -25,9 +25,11 @@ def add_consumer_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--mqtt-version", choices=("3.1.1", "5"), default="3.1.1")
     g.add_argument("--shared-group", help="subscribe as $share/GROUP/... so several consumers split the load")
     g.add_argument("--no-legacy", action="store_true", help="do not subscribe to telemetry/+/+/data")
-    g.add_argument("--batch-size", type=int, default=1000, help="messages per transaction at most (default 1000)")
-    g.add_argument("--batch-wait-ms", type=float, default=50.0,
-                   help="wait at most this long after a batch's first message (default 50)")
+    d = IngestConfig("", "")
+    g.add_argument("--batch-size", type=int, default=d.batch_max_messages,
+                   help=f"messages per transaction at most (default {d.batch_max_messages})")
+    g.add_argument("--batch-wait-ms", type=float, default=d.batch_max_wait * 1000,
+                   help=f"wait at most this long after a batch's first message (default {d.batch_max_wait * 1000:g})")
     g.add_argument("--receive-maximum", type=int, default=2000,
                    help="unacknowledged messages in flight from the broker (MQTT 5; default 2000)")
     g.add_argument("--offline-after", default="15m", help="mark a gateway offline after this silence (15m)")

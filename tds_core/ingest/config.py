@@ -56,9 +56,13 @@ class IngestConfig:
     # Unacknowledged messages the broker may have in flight to us (MQTT 5 Receive Maximum). Bounds memory:
     # while the database is down nothing is acked, so at most this many messages wait here.
     receive_maximum: int = 2000
-    # Each transaction has a large fixed cost: fuller batches sustain more messages/s and a shorter tail.
+    # A batch closes at batch_max_messages, or batch_max_wait seconds after its first message. While the
+    # writer is busy the queue fills by itself, so batches grow with the load up to the size cap (flood
+    # throughput is unchanged); the wait only sets how long a lone message lingers. 10 ms rather than 50 ms:
+    # at 5,000 msg/s on 2 cores p50/p99 publish->commit 14/56 ms against 56/116 ms, at less total CPU
+    # (bench ingest --batch-max-wait, maintenance off).
     batch_max_messages: int = 1000
-    batch_max_wait: float = 0.05  # seconds after the first message of a batch
+    batch_max_wait: float = 0.01
     offline_after: timedelta = timedelta(minutes=15)  # three missed 5-minute polls
     # A gateway's last_seen is rewritten at most this often (BatchWriter.last_seen_resolution): at high
     # rates every batch would otherwise lock and update every gateway row. Capped at offline_after / 10.
