@@ -74,6 +74,7 @@ class IngestBenchConfig:
     batch_max_wait: float = _CONSUMER["batch_max_wait"]
     receive_maximum: int = _CONSUMER["receive_maximum"]
     maintenance_interval: float = _CONSUMER["maintenance_interval"]
+    rollup_interval: float = _CONSUMER["rollup_interval"]
     mqtt_version: int = 4
     max_inflight: int = 1000
     drain_timeout: float = 120.0
@@ -330,7 +331,8 @@ def run_tds(env: BenchEnv, cfg: IngestBenchConfig, rate: float, flood: int | Non
         database_url=env.db_dsn, broker_url=broker.url, client_id=CONSUMER_CN,
         tls=TlsFiles(tls.ca, tls.cert, tls.key) if tls else None, mqtt_version=cfg.mqtt_version,
         receive_maximum=cfg.receive_maximum, batch_max_messages=cfg.batch_max_messages,
-        batch_max_wait=cfg.batch_max_wait, maintenance_interval=cfg.maintenance_interval, subscribe_legacy=False,
+        batch_max_wait=cfg.batch_max_wait, maintenance_interval=cfg.maintenance_interval,
+        rollup_interval=cfg.rollup_interval, subscribe_legacy=False,
     )
     commits = _Commits()
     consumer = Consumer(config, on_commit=commits)
@@ -648,6 +650,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--maintenance-interval", type=float, default=d.maintenance_interval,
                    help=f"seconds between the consumer's rollup refresh / partition / retention rounds "
                    f"(default: the consumer's, {d.maintenance_interval:g}; a large value leaves them out)")
+    p.add_argument("--rollup-interval", type=float, default=d.rollup_interval,
+                   help=f"seconds between the consumer's rollup folds, plain PostgreSQL "
+                   f"(default: the consumer's, {d.rollup_interval:g}; a large value leaves them out)")
     p.add_argument("--receive-maximum", type=int, default=d.receive_maximum, help="MQTT 5 only")
     p.add_argument("--mqtt-version", type=int, choices=(4, 5), default=d.mqtt_version, help="consumer protocol")
     p.add_argument("--max-inflight", type=int, default=d.max_inflight, help="Mosquitto max_inflight_messages")
@@ -670,7 +675,7 @@ def config_from_args(args: argparse.Namespace) -> IngestBenchConfig:
         writer_rows=args.writer_rows,
         writer_batch=args.writer_batch, batch_max_messages=args.batch_max_messages,
         batch_max_wait=args.batch_max_wait, receive_maximum=args.receive_maximum,
-        maintenance_interval=args.maintenance_interval,
+        maintenance_interval=args.maintenance_interval, rollup_interval=args.rollup_interval,
         mqtt_version=args.mqtt_version, max_inflight=args.max_inflight, drain_timeout=args.drain_timeout,
         report_dir=None if args.no_report else args.report_dir,
     )

@@ -58,7 +58,7 @@ class IngestConfig:
     receive_maximum: int = 2000
     # A batch closes at batch_max_messages, or batch_max_wait seconds after its first message. While the
     # writer is busy the queue fills by itself, so batches grow with the load up to the size cap (flood
-    # throughput is unchanged); the wait only sets how long a lone message lingers. 10 ms rather than 50 ms:
+    # throughput does not suffer); the wait only sets how long a lone message lingers. 10 ms, not 50 ms:
     # at 5,000 msg/s on 2 cores p50/p99 publish->commit 14/56 ms against 56/116 ms, at less total CPU
     # (bench ingest --batch-max-wait, maintenance off).
     batch_max_messages: int = 1000
@@ -68,9 +68,12 @@ class IngestConfig:
     # rates every batch would otherwise lock and update every gateway row. Capped at offline_after / 10.
     last_seen_resolution: timedelta = timedelta(seconds=1)
     liveness_interval: float = 10.0
-    # Rollup refresh, partitions ahead, retention. Shorter rounds spread the refresh's database CPU: at 5,000
-    # msg/s on 2 cores, p99 511 ms with 10 s against 1,296 ms with 30 s (bench ingest --maintenance-interval).
+    # Partitions ahead, rollup refresh, retention, vacuum of the rollup log.
     maintenance_interval: float = 10.0
+    # Plain PostgreSQL: fold the rollup delta log this often. Folding 10 s of log at 5,000 msg/s took ~0.7 s
+    # of one core in one burst, and ingest on the other core fell behind (p99 0.3-0.7 s); a fold a second
+    # takes 80-150 ms (more in total: every active device's rows are rewritten each time).
+    rollup_interval: float = 1.0
     db_retry_initial: float = 0.2
     db_retry_max: float = 10.0
     limits: Limits = field(default_factory=lambda: DEFAULT_LIMITS)

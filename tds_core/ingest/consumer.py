@@ -42,6 +42,7 @@ from tds_core.ingest.mqttclient import ConsumerClient
 from tds_core.ingest.pipeline import Accepted, InboundMessage, dead_letter, process_message
 from tds_core.protocol import STATUS_OFFLINE, STATUS_ONLINE, Reason, Rejection, parse_topic
 from tds_core.registry.cache import GatewayEntry, RegistryCache
+from tds_core.storage.capabilities import Backend
 from tds_core.storage.deadletter import DeadLetter
 from tds_core.storage.liveness import mark_silent_gateways_offline, set_gateway_online
 from tds_core.storage.writer import BatchWriter, WriteResult
@@ -81,6 +82,7 @@ class Consumer:
         self._cache = RegistryCache(config.database_url)
         self._conn: psycopg.Connection | None = None
         self._writer: BatchWriter | None = None
+        self._backend: Backend | None = None  # read by the housekeeping thread on its first rollup fold
         self._client = self._make_client()
         self._thread = threading.Thread(target=self._writer_loop, name="tds-ingest-writer", daemon=True)
         self._housekeeper = threading.Thread(
@@ -421,6 +423,7 @@ class Consumer:
         tasks: list[tuple[float, Callable[[psycopg.Connection], None]]] = [
             (cfg.liveness_interval, self._sweep_silent_gateways),
             (cfg.maintenance_interval, self._maintain),
+            (cfg.rollup_interval, self._fold_rollups),
         ]
         due = [time.monotonic() + interval for interval, _ in tasks]
         conn: psycopg.Connection | None = None
@@ -448,6 +451,16 @@ class Consumer:
         for mac in mark_silent_gateways_offline(conn, self.config.offline_after):
             metrics.GATEWAYS_MARKED_OFFLINE.labels("silence").inc()
             log.info("gateway %s offline: silent for more than %s", mac, self.config.offline_after)
+
+    def _fold_rollups(self, conn: psycopg.Connection) -> None:
+        from tds_core.storage.migrate import current_backend
+        from tds_core.storage.rollups import refresh_rollups
+
+        if self._backend is None:
+            self._backend = current_backend(conn)
+            conn.commit()
+        if self._backend == "postgres":  # TimescaleDB's continuous aggregates refresh by their own policies
+            refresh_rollups(conn, "postgres")
 
     def _maintain(self, conn: psycopg.Connection) -> None:
         from tds_core.storage.maintenance import maintain

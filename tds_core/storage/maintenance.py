@@ -101,15 +101,16 @@ def maintain(conn: psycopg.Connection, now: datetime | None = None) -> Maintenan
         today = (now or datetime.now(UTC)).astimezone(UTC).date()
         created = create_partitions_ahead(conn, settings.partitions_ahead, today=today)
     refresh = refresh_rollups(conn, backend)
-    if backend == "postgres" and refresh.hours:
+    if backend == "postgres":
+        # Unconditionally: the consumer also folds the log between rounds (Consumer's rollup_interval).
         _vacuum(conn, "readings_dirty")
     dropped = apply_retention(conn, backend, settings.retention)
     return MaintenanceReport(backend, created, refresh, dropped)
 
 
 def _vacuum(conn: psycopg.Connection, table: str) -> None:
-    """VACUUM `table` now. The refresh just deleted every log entry it consumed (up to one per reading at
-    high rates); the next refresh would scan those dead rows again if autovacuum has not come by yet."""
+    """VACUUM `table` now. Refreshes delete every log entry they consume (up to one per reading at high
+    rates); the next refresh would scan those dead rows again if autovacuum has not come by yet."""
     autocommit = conn.autocommit
     conn.autocommit = True  # VACUUM refuses to run inside a transaction block
     try:

@@ -3,10 +3,10 @@
 TimescaleDB: `refresh_continuous_aggregate` over a window inside the retention period (refreshing over
 dropped chunks would erase the aggregated buckets). Plain PostgreSQL: in the same transaction as the rows
 it inserted, the writer logs per (device, hour) their sum, min, max and count (`readings_dirty`, migration
-0003); the refresher consumes that log, folds the deltas into the hourly rows, then recomputes the touched
-days from hours and the touched months from days. Only inserted rows are logged, so redelivered rows are
-never counted twice, and late rows simply add their delta. A log entry without figures (written before
-migration 0003, or by `request_rebuild`) makes its hour recompute from the raw rows instead.
+0003); the refresher consumes that log and adds the deltas to the hourly, daily and monthly rows. Only
+inserted rows are logged, so redelivered rows are never counted twice, and late rows simply add their
+delta. Hours queued by `request_rebuild` (`readings_rebuild`, migration 0004) are recomputed from the raw
+rows instead, and the days and months they touch from the level below.
 
 The refresh runs in REPEATABLE READ: the log it consumes and the raw rows it re-aggregates are read from the
 same snapshot, and the writer commits rows and their deltas together, so a row is counted exactly once
@@ -28,32 +28,101 @@ log = logging.getLogger(__name__)
 
 _REFRESH_LOCK = 0x7D5_0003  # one plain-backend refresher at a time
 
-# Buckets whose raw rows retention may already have dropped are never recomputed (that would erase
-# them); their log entries are just discarded.
-_DISCARD_OLD = "DELETE FROM readings_dirty WHERE bucket < %(start)s"
-
-# Entries without figures: those hours are recomputed from the raw rows.
-_TAKE_REBUILDS = """
+# The common case, no rebuild pending: the delta log is read once (as it is deleted) and folded into the
+# hourly, daily and monthly rows in one statement. Every level adds the deltas; a day without a daily row
+# before this fold (every part of the statement sees the table as it was) adds one to its month's days with
+# readings. Entries older than the
+# retained period are consumed without being folded (their raw rows may be gone: recomputing would erase
+# the buckets); an entry without figures, written by a pre-0004 writer, becomes a rebuild request.
+_FOLD_ALL = """
     WITH taken AS (
-        DELETE FROM readings_dirty
-        WHERE reading_count IS NULL AND bucket >= %(start)s AND bucket < %(end)s
-        RETURNING device_id, bucket
-    )
-    INSERT INTO tds_rebuild_hours SELECT DISTINCT device_id, bucket FROM taken
-"""
-# Every other entry is folded into its hourly row in one pass (the log is read once, as it is deleted),
-# except those of hours being rebuilt: the raw rows re-aggregated below already hold them (same snapshot).
-_FOLD_DELTAS = """
-    WITH taken AS (
-        DELETE FROM readings_dirty WHERE bucket >= %(start)s AND bucket < %(end)s
+        DELETE FROM readings_dirty WHERE bucket < %(end)s
         RETURNING device_id, bucket, gateway_id, tenant_id, sum_value, min_value, max_value, reading_count
+    ),
+    stray AS (
+        INSERT INTO readings_rebuild
+        SELECT DISTINCT device_id, bucket FROM taken WHERE reading_count IS NULL AND bucket >= %(start)s
+        RETURNING 1
+    ),
+    hour_delta AS (
+        SELECT bucket, tenant_id, gateway_id, device_id, sum(sum_value) AS s, min(min_value) AS lo,
+               max(max_value) AS hi, sum(reading_count) AS n
+        FROM taken WHERE reading_count IS NOT NULL AND bucket >= %(start)s
+        GROUP BY bucket, tenant_id, gateway_id, device_id
+    ),
+    hourly AS (
+        INSERT INTO readings_hourly AS h
+        SELECT bucket, tenant_id, gateway_id, device_id, s, s / n, lo, hi, n FROM hour_delta
+        ON CONFLICT (device_id, bucket, tenant_id, gateway_id) DO UPDATE SET
+            sum_value = h.sum_value + excluded.sum_value,
+            avg_value = (h.sum_value + excluded.sum_value) / (h.reading_count + excluded.reading_count),
+            min_value = least(h.min_value, excluded.min_value),
+            max_value = greatest(h.max_value, excluded.max_value),
+            reading_count = h.reading_count + excluded.reading_count
+    ),
+    day_delta AS (
+        SELECT (bucket AT TIME ZONE 'UTC')::date AS day, tenant_id, gateway_id, device_id,
+               sum(s) AS s, min(lo) AS lo, max(hi) AS hi, sum(n) AS n
+        FROM hour_delta GROUP BY 1, 2, 3, 4
+    ),
+    daily AS (
+        INSERT INTO readings_daily AS y SELECT day, tenant_id, gateway_id, device_id, s, lo, hi, n FROM day_delta
+        ON CONFLICT (device_id, bucket, tenant_id, gateway_id) DO UPDATE SET
+            sum_value = y.sum_value + excluded.sum_value,
+            min_value = least(y.min_value, excluded.min_value),
+            max_value = greatest(y.max_value, excluded.max_value),
+            reading_count = y.reading_count + excluded.reading_count
+    ),
+    month_delta AS (
+        SELECT date_trunc('month', d.day)::timestamp AT TIME ZONE 'UTC' AS month, d.tenant_id, d.gateway_id,
+               d.device_id, sum(d.s) AS s, min(d.lo) AS lo, max(d.hi) AS hi, sum(d.n) AS n,
+               count(*) FILTER (WHERE y.device_id IS NULL) AS new_days
+        FROM day_delta d
+        LEFT JOIN readings_daily y ON y.device_id = d.device_id AND y.bucket = d.day
+             AND y.tenant_id = d.tenant_id AND y.gateway_id = d.gateway_id
+        GROUP BY 1, 2, 3, 4
+    ),
+    monthly AS (
+        INSERT INTO readings_monthly AS m
+        SELECT month, tenant_id, gateway_id, device_id, s, s / n, lo, hi, n, new_days FROM month_delta
+        ON CONFLICT (device_id, bucket, tenant_id, gateway_id) DO UPDATE SET
+            sum_value = m.sum_value + excluded.sum_value,
+            avg_value = (m.sum_value + excluded.sum_value) / (m.reading_count + excluded.reading_count),
+            min_value = least(m.min_value, excluded.min_value),
+            max_value = greatest(m.max_value, excluded.max_value),
+            reading_count = m.reading_count + excluded.reading_count,
+            days_with_readings = m.days_with_readings + excluded.days_with_readings
+    )
+    SELECT (SELECT count(*) FROM hour_delta), (SELECT count(*) FROM taken WHERE bucket < %(start)s),
+           (SELECT count(*) FROM stray)
+"""
+
+# With rebuilds pending, the old way: the requested hours recompute from the raw rows, every other entry
+# folds into its hourly row, then every touched day recomputes from its hours and every touched month from
+# its days (a rebuilt hour replaces its figures, so the levels above cannot just add deltas).
+_PENDING_REBUILDS = "SELECT EXISTS (SELECT 1 FROM readings_rebuild WHERE bucket < %(end)s)"
+_TAKE_REBUILDS = """
+    WITH taken AS (DELETE FROM readings_rebuild WHERE bucket < %(end)s RETURNING device_id, bucket)
+    INSERT INTO tds_rebuild_hours SELECT DISTINCT device_id, bucket FROM taken WHERE bucket >= %(start)s
+"""
+# Entries of hours being rebuilt are consumed without folding: the raw rows re-aggregated below already
+# hold them (same snapshot).
+_FOLD_HOURS = """
+    WITH taken AS (
+        DELETE FROM readings_dirty WHERE bucket < %(end)s
+        RETURNING device_id, bucket, gateway_id, tenant_id, sum_value, min_value, max_value, reading_count
+    ),
+    stray AS (
+        INSERT INTO readings_rebuild
+        SELECT DISTINCT device_id, bucket FROM taken WHERE reading_count IS NULL AND bucket >= %(start)s
     ),
     folded AS (
         INSERT INTO readings_hourly AS h
         SELECT t.bucket, t.tenant_id, t.gateway_id, t.device_id, sum(t.sum_value),
                sum(t.sum_value) / sum(t.reading_count), min(t.min_value), max(t.max_value), sum(t.reading_count)
         FROM taken t
-        WHERE NOT EXISTS (SELECT 1 FROM tds_rebuild_hours x WHERE x.device_id = t.device_id AND x.bucket = t.bucket)
+        LEFT JOIN tds_rebuild_hours x ON x.device_id = t.device_id AND x.bucket = t.bucket
+        WHERE x.device_id IS NULL AND t.reading_count IS NOT NULL AND t.bucket >= %(start)s
         GROUP BY t.bucket, t.tenant_id, t.gateway_id, t.device_id
         ON CONFLICT (device_id, bucket, tenant_id, gateway_id) DO UPDATE SET
             sum_value = h.sum_value + excluded.sum_value,
@@ -62,8 +131,9 @@ _FOLD_DELTAS = """
             max_value = greatest(h.max_value, excluded.max_value),
             reading_count = h.reading_count + excluded.reading_count
         RETURNING device_id, bucket
-    )
-    INSERT INTO tds_dirty_hours SELECT DISTINCT device_id, bucket FROM folded
+    ),
+    noted AS (INSERT INTO tds_dirty_hours SELECT DISTINCT device_id, bucket FROM folded)
+    SELECT count(*) FROM taken WHERE bucket < %(start)s
 """
 _HOURLY_REBUILD = """
     DELETE FROM readings_hourly h USING tds_rebuild_hours d WHERE h.device_id = d.device_id AND h.bucket = d.bucket;
@@ -144,31 +214,39 @@ def _refresh_plain(conn: psycopg.Connection, start: datetime, end: datetime | No
     try:
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            discarded = conn.execute(_DISCARD_OLD, params).rowcount
-            if discarded:
-                log.warning(
-                    "discarded %d rollup log entries older than the retained period (%s)", discarded, start
-                )
-            conn.execute(
-                """CREATE TEMP TABLE tds_rebuild_hours (device_id bigint, bucket timestamptz) ON COMMIT DROP;
-                   CREATE TEMP TABLE tds_dirty_hours (device_id bigint, bucket timestamptz) ON COMMIT DROP"""
-            )
-            if conn.execute(_TAKE_REBUILDS, params).rowcount:
-                conn.execute("ANALYZE tds_rebuild_hours")
-            conn.execute(_FOLD_DELTAS, params)
-            conn.execute(_HOURLY_REBUILD)
-            hours = conn.execute("SELECT count(DISTINCT (device_id, bucket)) FROM tds_dirty_hours").fetchone()[0]  # type: ignore[index]
-            if hours:
-                # A fresh temporary table has no statistics: give the planner some for the joins below.
-                conn.execute("ANALYZE tds_dirty_hours")
-                conn.execute(_DAILY)
-                conn.execute(_MONTHLY)
+            if conn.execute(_PENDING_REBUILDS, params).fetchone()[0]:  # type: ignore[index]
+                hours, discarded = _refresh_with_rebuilds(conn, params)
+            else:
+                hours, discarded, strays = conn.execute(_FOLD_ALL, params).fetchone()  # type: ignore[misc]
+                if strays:  # entries without figures turned into rebuild requests: carry them out now
+                    rebuilt, _ = _refresh_with_rebuilds(conn, params)
+                    hours += rebuilt
     finally:
         if not conn.closed:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_REFRESH_LOCK,))
             conn.commit()
+    if discarded:
+        log.warning("discarded %d rollup log entries older than the retained period (%s)", discarded, start)
     log.debug("refreshed %d hourly rollup buckets", hours)
     return RefreshResult(start, end, hours)
+
+
+def _refresh_with_rebuilds(conn: psycopg.Connection, params: dict) -> tuple[int, int]:
+    """The refresh when rebuilds are pending (inside the caller's transaction): (hours, entries discarded)."""
+    conn.execute(
+        """CREATE TEMP TABLE tds_rebuild_hours (device_id bigint, bucket timestamptz) ON COMMIT DROP;
+           CREATE TEMP TABLE tds_dirty_hours (device_id bigint, bucket timestamptz) ON COMMIT DROP"""
+    )
+    if conn.execute(_TAKE_REBUILDS, params).rowcount:
+        conn.execute("ANALYZE tds_rebuild_hours")  # a fresh temporary table has no statistics
+    (discarded,) = conn.execute(_FOLD_HOURS, params).fetchone()  # type: ignore[misc]
+    conn.execute(_HOURLY_REBUILD)
+    hours = conn.execute("SELECT count(DISTINCT (device_id, bucket)) FROM tds_dirty_hours").fetchone()[0]  # type: ignore[index]
+    if hours:
+        conn.execute("ANALYZE tds_dirty_hours")
+        conn.execute(_DAILY)
+        conn.execute(_MONTHLY)
+    return hours, discarded
 
 
 def request_rebuild(conn: psycopg.Connection, start: datetime, end: datetime) -> int:
@@ -177,7 +255,7 @@ def request_rebuild(conn: psycopg.Connection, start: datetime, end: datetime) ->
     """
     with conn.transaction():
         cur = conn.execute(
-            """INSERT INTO readings_dirty (device_id, bucket)
+            """INSERT INTO readings_rebuild (device_id, bucket)
                SELECT DISTINCT device_id, date_trunc('hour', time, 'UTC') FROM readings
                WHERE time >= %s AND time < %s""",
             (start, end),

@@ -207,6 +207,22 @@ def test_housekeeping_never_stalls_ingest(registry_dsn: str, amqtt_broker, monke
     assert hourly == 30 * len(DEVICES)
 
 
+def test_rollups_are_folded_between_maintenance_rounds(registry_dsn: str, amqtt_broker) -> None:
+    """Plain PostgreSQL: the consumer folds the rollup log every rollup_interval, not only at maintenance."""
+    url = amqtt_broker.url
+    publisher = Publisher(url)
+    hourly = "SELECT coalesce(sum(reading_count), 0) FROM readings_hourly"
+    try:
+        with running_consumer(registry_dsn, url, maintenance_interval=3600, rollup_interval=0.1):
+            publisher.publish_all([v1_message(i) for i in range(20)])
+            wait_until(lambda: _count(registry_dsn, hourly) == 20 * len(DEVICES), timeout=30,
+                       what="hourly rollups folded without a maintenance round")
+            monthly = _count(registry_dsn, "SELECT coalesce(sum(reading_count), 0) FROM readings_monthly")
+            assert monthly == 20 * len(DEVICES)
+    finally:
+        publisher.close()
+
+
 def test_a_message_that_fails_to_decode_on_arrival_is_decoded_again_by_the_writer(
     registry_dsn: str, amqtt_broker, monkeypatch
 ) -> None:

@@ -46,12 +46,34 @@ def assert_rollups_match_raw(conn: psycopg.Connection) -> None:
         assert rolled[key][0] == n, key  # counts exact: nothing counted twice or missed
         assert rolled[key][1] == pytest.approx(s)
         assert rolled[key][2:] == (lo, hi)
-    days = conn.execute(
-        """SELECT (SELECT coalesce(sum(reading_count), 0) FROM readings_daily),
-                  (SELECT coalesce(sum(reading_count), 0) FROM readings_monthly)"""
-    ).fetchone()
+    assert_levels_match_raw(conn)
+
+
+_RAW_DAILY = """SELECT device_id, (time AT TIME ZONE 'UTC')::date, count(*), sum(value), min(value), max(value)
+                FROM readings GROUP BY 1, 2"""
+_RAW_MONTHLY = """SELECT device_id, date_trunc('month', time, 'UTC'), count(*), sum(value), min(value), max(value),
+                         count(DISTINCT (time AT TIME ZONE 'UTC')::date)
+                  FROM readings GROUP BY 1, 2"""
+
+
+def assert_levels_match_raw(conn: psycopg.Connection) -> None:
+    """Daily and monthly rollups equal what the raw rows give, days with readings included."""
+    raw_daily = {(d, b): rest for d, b, *rest in conn.execute(_RAW_DAILY).fetchall()}
+    daily = {(d, b): rest for d, b, *rest in conn.execute(
+        "SELECT device_id, bucket, reading_count, sum_value, min_value, max_value FROM readings_daily").fetchall()}
+    raw_monthly = {(d, b): rest for d, b, *rest in conn.execute(_RAW_MONTHLY).fetchall()}
+    monthly = {(d, b): rest for d, b, *rest in conn.execute(
+        """SELECT device_id, bucket, reading_count, sum_value, min_value, max_value, days_with_readings, avg_value
+           FROM readings_monthly""").fetchall()}
     conn.commit()
-    assert days == (sum(v[0] for v in raw.values()),) * 2
+    assert set(daily) == set(raw_daily)
+    for key, (n, s, lo, hi) in raw_daily.items():
+        assert daily[key][0] == n and daily[key][1] == pytest.approx(s) and daily[key][2:] == [lo, hi], key
+    assert set(monthly) == set(raw_monthly)
+    for key, (n, s, lo, hi, days) in raw_monthly.items():
+        got = monthly[key]
+        assert (got[0], got[2], got[3], got[4]) == (n, lo, hi, days), key
+        assert got[1] == pytest.approx(s) and got[5] == pytest.approx(s / n), key
 
 
 def minute_rows(store: Store, minutes: range, device: str = "A-E1", offset: float = 0.0) -> list[tuple]:
@@ -150,7 +172,7 @@ class _CommitAfterTake:
 
     def execute(self, query, params=None):
         cur = self._conn.execute(query, params)
-        if isinstance(query, str) and "DELETE FROM readings_dirty WHERE bucket >=" in query:
+        if isinstance(query, str) and "DELETE FROM readings_dirty WHERE bucket <" in query:
             self._write_meanwhile()
         return cur
 
@@ -170,3 +192,45 @@ def test_a_commit_during_a_rebuild_is_counted_once(plain_store: Store) -> None:
     refresh_rollups(conn, "postgres")  # folds the delta of the rows written meanwhile
     assert_rollups_match_raw(conn)
     assert rollup_hourly(conn)[(plain_store.reg.devices["A-E1"], HOUR)][0] == 40
+
+
+def test_days_and_months_add_up_across_a_month_boundary(plain_store: Store) -> None:
+    """Incremental folds into daily and monthly rows: late rows in days and months already folded, a new
+    day in a folded month (days with readings + 1), and a new minimum and maximum in a closed day."""
+    conn, reg = plain_store.conn, plain_store.reg
+    month = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    last_day_before = month - timedelta(days=1)
+    writer = BatchWriter(conn)
+
+    def rows(start: datetime, minutes: range, value: float = 10.0) -> list[tuple]:
+        return [(start + timedelta(minutes=m), reg.devices["A-E1"], reg.gw_a, reg.tenant_a, value + m)
+                for m in minutes]
+
+    writer.write(rows(last_day_before + timedelta(hours=23), range(0, 50)))
+    refresh_rollups(conn, "postgres")
+    writer.write(rows(last_day_before + timedelta(hours=23), range(50, 70)))  # crosses into the new month
+    refresh_rollups(conn, "postgres")
+    assert_levels_match_raw(conn)
+    writer.write(rows(last_day_before - timedelta(days=3), range(0, 5)))  # a new day in the folded month
+    writer.write(rows(last_day_before + timedelta(hours=2), range(0, 2), value=-500.0))  # new minimum
+    writer.write(rows(month + timedelta(minutes=30), range(0, 1), value=1e6))  # new maximum, late
+    refresh_rollups(conn, "postgres")
+    assert_rollups_match_raw(conn)
+    days = conn.execute("SELECT bucket, days_with_readings FROM readings_monthly ORDER BY bucket").fetchall()
+    conn.commit()
+    assert [d for _, d in days] == [2, 1]
+
+
+def test_an_entry_without_figures_is_rebuilt_from_raw_rows(plain_store: Store) -> None:
+    """A log entry with no figures (as a writer from before migration 0004 wrote them) recomputes its hour."""
+    conn = plain_store.conn
+    writer = BatchWriter(conn)
+    writer.write(minute_rows(plain_store, range(0, 30)))
+    refresh_rollups(conn, "postgres")
+    with conn.transaction():
+        conn.execute("UPDATE readings SET value = value + 1000")
+        conn.execute("INSERT INTO readings_dirty (device_id, bucket) VALUES (%s, %s)",
+                     (plain_store.reg.devices["A-E1"], HOUR))
+    refresh_rollups(conn, "postgres")
+    assert_rollups_match_raw(conn)
+    assert count(conn, "SELECT count(*) FROM readings_rebuild") == 0
