@@ -58,6 +58,10 @@ class IngestBenchConfig:
     rates: list[float] = field(default_factory=lambda: [5000.0])
     duration: float = 30.0
     warmup: float = 5.0
+    # Publishers keep going this long after the measured window: collecting their results (pickled lists
+    # of acked ids) holds the bench process's GIL, which the in-process consumer shares, so it must not
+    # happen while messages of the window are still being committed.
+    cooldown: float = 2.0
     gateways: int = 200
     devices: int = 8
     publishers: int = 2
@@ -342,7 +346,7 @@ def run_tds(env: BenchEnv, cfg: IngestBenchConfig, rate: float, flood: int | Non
             raise BenchSetupError(f"TDS consumer did not subscribe to {broker.url} in 30 s")
         mono_to_wall = time.time() - time.monotonic()
         if flood is None:
-            pool = PublisherPool(env, cfg, rate=rate, run_seconds=cfg.warmup + cfg.duration)
+            pool = PublisherPool(env, cfg, rate=rate, run_seconds=cfg.warmup + cfg.duration + cfg.cooldown)
         else:
             pool = PublisherPool(env, cfg, rate=rate, count=flood)
         start_at = pool.go()
@@ -389,7 +393,10 @@ def run_tds(env: BenchEnv, cfg: IngestBenchConfig, rate: float, flood: int | Non
                 per_second.setdefault(int(published - window[0]), []).append(latency)
     lat = percentiles(latencies)
     seconds = window[1] - window[0]
-    published_s = (cfg.warmup + cfg.duration) if flood is None else max(1e-9, pubs["last_publish"] - start_at)
+    if flood is None:
+        published_s = cfg.warmup + cfg.duration + cfg.cooldown
+    else:
+        published_s = max(1e-9, pubs["last_publish"] - start_at)
     return {
         "design": "tds" if flood is None else "tds-max",
         "broker": broker.kind,
