@@ -28,13 +28,10 @@ log = logging.getLogger(__name__)
 
 _REFRESH_LOCK = 0x7D5_0003  # one plain-backend refresher at a time
 
-# The common case, no rebuild pending: the delta log is read once (as it is deleted) and folded into the
-# hourly, daily and monthly rows in one statement. Every level adds the deltas; a day without a daily row
-# before this fold (every part of the statement sees the table as it was) adds one to its month's days with
-# readings. Entries older than the
-# retained period are consumed without being folded (their raw rows may be gone: recomputing would erase
-# the buckets); an entry without figures, written by a pre-0004 writer, becomes a rebuild request.
-_FOLD_ALL = """
+# Both refresh paths consume the whole delta log up to `end` in one read, as they delete it. Entries older
+# than the retained period are consumed without being folded (their raw rows may be gone: recomputing would
+# erase the buckets); an entry without figures, written by a pre-0004 writer, becomes a rebuild request.
+_TAKE_LOG = """
     WITH taken AS (
         DELETE FROM readings_dirty WHERE bucket < %(end)s
         RETURNING device_id, bucket, gateway_id, tenant_id, sum_value, min_value, max_value, reading_count
@@ -44,7 +41,21 @@ _FOLD_ALL = """
         SELECT DISTINCT device_id, bucket FROM taken WHERE reading_count IS NULL AND bucket >= %(start)s
         RETURNING 1
     ),
-    hour_delta AS (
+"""
+_ADD_TO_HOURLY = """
+        ON CONFLICT (device_id, bucket, tenant_id, gateway_id) DO UPDATE SET
+            sum_value = h.sum_value + excluded.sum_value,
+            avg_value = (h.sum_value + excluded.sum_value) / (h.reading_count + excluded.reading_count),
+            min_value = least(h.min_value, excluded.min_value),
+            max_value = greatest(h.max_value, excluded.max_value),
+            reading_count = h.reading_count + excluded.reading_count
+"""
+
+# The common case, no rebuild pending: the log is folded into the hourly, daily and monthly rows in one
+# statement. Every level adds the deltas; a day without a daily row before this fold (every part of the
+# statement sees the table as it was) adds one to its month's days with readings.
+_FOLD_ALL = f"""
+{_TAKE_LOG}    hour_delta AS (
         SELECT bucket, tenant_id, gateway_id, device_id, sum(sum_value) AS s, min(min_value) AS lo,
                max(max_value) AS hi, sum(reading_count) AS n
         FROM taken WHERE reading_count IS NOT NULL AND bucket >= %(start)s
@@ -53,13 +64,7 @@ _FOLD_ALL = """
     hourly AS (
         INSERT INTO readings_hourly AS h
         SELECT bucket, tenant_id, gateway_id, device_id, s, s / n, lo, hi, n FROM hour_delta
-        ON CONFLICT (device_id, bucket, tenant_id, gateway_id) DO UPDATE SET
-            sum_value = h.sum_value + excluded.sum_value,
-            avg_value = (h.sum_value + excluded.sum_value) / (h.reading_count + excluded.reading_count),
-            min_value = least(h.min_value, excluded.min_value),
-            max_value = greatest(h.max_value, excluded.max_value),
-            reading_count = h.reading_count + excluded.reading_count
-    ),
+{_ADD_TO_HOURLY}    ),
     day_delta AS (
         SELECT (bucket AT TIME ZONE 'UTC')::date AS day, tenant_id, gateway_id, device_id,
                sum(s) AS s, min(lo) AS lo, max(hi) AS hi, sum(n) AS n
@@ -107,16 +112,8 @@ _TAKE_REBUILDS = """
 """
 # Entries of hours being rebuilt are consumed without folding: the raw rows re-aggregated below already
 # hold them (same snapshot).
-_FOLD_HOURS = """
-    WITH taken AS (
-        DELETE FROM readings_dirty WHERE bucket < %(end)s
-        RETURNING device_id, bucket, gateway_id, tenant_id, sum_value, min_value, max_value, reading_count
-    ),
-    stray AS (
-        INSERT INTO readings_rebuild
-        SELECT DISTINCT device_id, bucket FROM taken WHERE reading_count IS NULL AND bucket >= %(start)s
-    ),
-    folded AS (
+_FOLD_HOURS = f"""
+{_TAKE_LOG}    folded AS (
         INSERT INTO readings_hourly AS h
         SELECT t.bucket, t.tenant_id, t.gateway_id, t.device_id, sum(t.sum_value),
                sum(t.sum_value) / sum(t.reading_count), min(t.min_value), max(t.max_value), sum(t.reading_count)
@@ -124,13 +121,7 @@ _FOLD_HOURS = """
         LEFT JOIN tds_rebuild_hours x ON x.device_id = t.device_id AND x.bucket = t.bucket
         WHERE x.device_id IS NULL AND t.reading_count IS NOT NULL AND t.bucket >= %(start)s
         GROUP BY t.bucket, t.tenant_id, t.gateway_id, t.device_id
-        ON CONFLICT (device_id, bucket, tenant_id, gateway_id) DO UPDATE SET
-            sum_value = h.sum_value + excluded.sum_value,
-            avg_value = (h.sum_value + excluded.sum_value) / (h.reading_count + excluded.reading_count),
-            min_value = least(h.min_value, excluded.min_value),
-            max_value = greatest(h.max_value, excluded.max_value),
-            reading_count = h.reading_count + excluded.reading_count
-        RETURNING device_id, bucket
+{_ADD_TO_HOURLY}        RETURNING device_id, bucket
     ),
     noted AS (INSERT INTO tds_dirty_hours SELECT DISTINCT device_id, bucket FROM folded)
     SELECT count(*) FROM taken WHERE bucket < %(start)s
