@@ -132,8 +132,12 @@ def _status(args: argparse.Namespace, out: TextIO | None = None) -> int:
                 """SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint FROM pg_inherits i
                    JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'readings'::regclass"""
             ).fetchone()
-            dirty = conn.execute("SELECT count(*) FROM readings_dirty").fetchone()
-            print(f"rollup log entries waiting for refresh: {dirty[0] if dirty else 0}", file=out)
+            waiting = conn.execute(
+                "SELECT (SELECT count(*) FROM readings_dirty), (SELECT count(*) FROM readings_rebuild)"
+            ).fetchone()
+            dirty, rebuilds = waiting if waiting else (0, 0)
+            print(f"rollup log entries waiting for refresh: {dirty}; hours queued for a rebuild: {rebuilds}",
+                  file=out)
         else:
             chunks = conn.execute("SELECT count(*) FROM show_chunks('readings')").fetchone()
             print(f"chunks: {chunks[0] if chunks else 0}", file=out)

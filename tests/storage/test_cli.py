@@ -25,6 +25,7 @@ def test_migrate_status_maintain(empty_db_dsn: str, capsys: pytest.CaptureFixtur
     out = capsys.readouterr().out
     assert "backend: postgres" in out and "migration 0002_readings" in out
     assert "retention: 400d; partitions ahead: 7" in out and "partitions: 8 (" in out
+    assert "rollup log entries waiting for refresh: 0; hours queued for a rebuild: 0" in out
 
     assert main(["db", "maintain", "--dsn", empty_db_dsn]) == 0
     assert "postgres: 0 partitions created" in capsys.readouterr().out
