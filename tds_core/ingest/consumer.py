@@ -286,7 +286,9 @@ class Consumer:
                     # An LWT, a clean "offline", or a retained (possibly stale) "online": the flag only.
                     status_after[gateway.mac] = online
                 continue
-            result = message.outcome or process_message(message, snapshot, limits=limits)
+            result = message.outcome
+            if result is None:  # not decoded on arrival (decoding raised there): decode now, and report
+                result = process_message(message, snapshot, limits=limits)
             if isinstance(result, Accepted):
                 rows.extend(result.rows)
                 _saw(seen, result.gateway.id, message.received_at)
