@@ -59,8 +59,9 @@ class IngestConfig:
     # A batch closes at batch_max_messages, or batch_max_wait seconds after its first message. While the
     # writer is busy the queue fills by itself, so batches grow with the load up to the size cap (flood
     # throughput does not suffer); the wait only sets how long a lone message lingers. 10 ms, not 50 ms:
-    # at 5,000 msg/s on 2 cores p50/p99 publish->commit 14/56 ms against 56/116 ms, at less total CPU
-    # (bench ingest --batch-max-wait, maintenance off).
+    # at 5,000 msg/s on 2 cores p50/p99 publish->commit 14/56 ms against 56/116 ms (bench ingest
+    # --batch-max-wait, maintenance off). More, smaller commits cost CPU: in paired runs with upkeep on, the
+    # consumer took 49-55 % of a core against 40-43 % at 50 ms.
     batch_max_messages: int = 1000
     batch_max_wait: float = 0.01
     offline_after: timedelta = timedelta(minutes=15)  # three missed 5-minute polls
