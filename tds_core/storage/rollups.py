@@ -2,8 +2,9 @@
 
 TimescaleDB: `refresh_continuous_aggregate` over a window inside the retention period (refreshing over
 dropped chunks would erase the aggregated buckets). Plain PostgreSQL: in the same transaction as the rows
-it inserted, the writer logs per (device, hour) their sum, min, max and count (`readings_dirty`, migration
-0003); the refresher consumes that log and adds the deltas to the hourly, daily and monthly rows. Only
+it inserted, the writer logs them (device, hour, gateway, tenant, value; one row of arrays per batch,
+`readings_batch_log`, migration 0005); the refresher consumes that log and adds each hour's sum, min, max
+and count to the hourly, daily and monthly rows. Only
 inserted rows are logged, so redelivered rows are never counted twice, and late rows simply add their
 delta. Hours queued by `request_rebuild` (`readings_rebuild`, migration 0004) are recomputed from the raw
 rows instead, and the days and months they touch from the level below.
@@ -28,20 +29,53 @@ log = logging.getLogger(__name__)
 
 _REFRESH_LOCK = 0x7D5_0003  # one plain-backend refresher at a time
 
-# Both refresh paths consume the whole delta log up to `end` in one read, as they delete it. Entries older
-# than the retained period are consumed without being folded (their raw rows may be gone: recomputing would
-# erase the buckets); an entry without figures, written by a pre-0004 writer, becomes a rebuild request.
+# Both refresh paths consume the whole log up to `end` in one read, as they delete it: the writers' batch
+# rows (migration 0005), unnested and summed per (device, hour) straight away, and entries an older writer
+# left in readings_dirty. Buckets older than the retained period are consumed without being folded (their
+# raw rows may be gone: recomputing would erase the buckets); an entry without figures, written by a
+# pre-0004 writer, becomes a rebuild request.
 _TAKE_LOG = """
-    WITH taken AS (
+    WITH batches AS (
+        DELETE FROM readings_batch_log RETURNING device_id, bucket, gateway_id, tenant_id, value
+    ),
+    batch_hours AS (
+        SELECT e.device_id, e.bucket, e.gateway_id, e.tenant_id,
+               sum(e.value) AS sum_value, min(e.value) AS min_value, max(e.value) AS max_value,
+               count(*) AS reading_count
+        FROM batches b, unnest(b.device_id, b.bucket, b.gateway_id, b.tenant_id, b.value)
+             AS e(device_id, bucket, gateway_id, tenant_id, value)
+        WHERE e.bucket < %(end)s
+        GROUP BY e.bucket, e.tenant_id, e.gateway_id, e.device_id
+    ),{later}
+    legacy AS (
         DELETE FROM readings_dirty WHERE bucket < %(end)s
         RETURNING device_id, bucket, gateway_id, tenant_id, sum_value, min_value, max_value, reading_count
     ),
     stray AS (
         INSERT INTO readings_rebuild
-        SELECT DISTINCT device_id, bucket FROM taken WHERE reading_count IS NULL AND bucket >= %(start)s
+        SELECT DISTINCT device_id, bucket FROM legacy WHERE reading_count IS NULL AND bucket >= %(start)s
         RETURNING 1
     ),
+    taken AS (SELECT * FROM batch_hours UNION ALL SELECT * FROM legacy),
 """
+# A refresh that stops at an `end` logs the batch entries from `end` on again, for a later refresh. Only
+# then: unnesting the log a second time would cost the every-second fold a quarter of its time.
+_KEEP_LATER = """
+    later AS (
+        INSERT INTO readings_batch_log
+        SELECT array_agg(e.device_id), array_agg(e.bucket), array_agg(e.gateway_id), array_agg(e.tenant_id),
+               array_agg(e.value)
+        FROM batches b, unnest(b.device_id, b.bucket, b.gateway_id, b.tenant_id, b.value)
+             AS e(device_id, bucket, gateway_id, tenant_id, value)
+        WHERE e.bucket >= %(end)s HAVING count(*) > 0
+    ),"""
+
+
+def _bounded(statement: str, bounded: bool) -> str:
+    """`statement` (built on _TAKE_LOG) for a refresh up to a given `end`, or over everything logged."""
+    return statement.replace("{later}", _KEEP_LATER if bounded else "")
+
+
 _ADD_TO_HOURLY = """
         ON CONFLICT (device_id, bucket, tenant_id, gateway_id) DO UPDATE SET
             sum_value = h.sum_value + excluded.sum_value,
@@ -206,31 +240,33 @@ def _refresh_plain(conn: psycopg.Connection, start: datetime, end: datetime | No
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             if conn.execute(_PENDING_REBUILDS, params).fetchone()[0]:  # type: ignore[index]
-                hours, discarded = _refresh_with_rebuilds(conn, params)
+                hours, discarded = _refresh_with_rebuilds(conn, params, end is not None)
             else:
-                hours, discarded, strays = conn.execute(_FOLD_ALL, params).fetchone()  # type: ignore[misc]
+                fold = _bounded(_FOLD_ALL, end is not None)
+                hours, discarded, strays = conn.execute(fold, params).fetchone()  # type: ignore[misc]
                 if strays:  # entries without figures turned into rebuild requests: carry them out now
-                    rebuilt, _ = _refresh_with_rebuilds(conn, params)
+                    rebuilt, _ = _refresh_with_rebuilds(conn, params, end is not None)
                     hours += rebuilt
     finally:
         if not conn.closed:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_REFRESH_LOCK,))
             conn.commit()
     if discarded:
-        log.warning("discarded %d rollup log entries older than the retained period (%s)", discarded, start)
+        log.warning("discarded the rollup deltas of %d (device, hour) buckets older than the retained period (%s)",
+                    discarded, start)
     log.debug("refreshed %d hourly rollup buckets", hours)
     return RefreshResult(start, end, hours)
 
 
-def _refresh_with_rebuilds(conn: psycopg.Connection, params: dict) -> tuple[int, int]:
-    """The refresh when rebuilds are pending (inside the caller's transaction): (hours, entries discarded)."""
+def _refresh_with_rebuilds(conn: psycopg.Connection, params: dict, bounded: bool) -> tuple[int, int]:
+    """The refresh when rebuilds are pending (inside the caller's transaction): (hours, buckets discarded)."""
     conn.execute(
         """CREATE TEMP TABLE tds_rebuild_hours (device_id bigint, bucket timestamptz) ON COMMIT DROP;
            CREATE TEMP TABLE tds_dirty_hours (device_id bigint, bucket timestamptz) ON COMMIT DROP"""
     )
     if conn.execute(_TAKE_REBUILDS, params).rowcount:
         conn.execute("ANALYZE tds_rebuild_hours")  # a fresh temporary table has no statistics
-    (discarded,) = conn.execute(_FOLD_HOURS, params).fetchone()  # type: ignore[misc]
+    (discarded,) = conn.execute(_bounded(_FOLD_HOURS, bounded), params).fetchone()  # type: ignore[misc]
     conn.execute(_HOURLY_REBUILD)
     hours = conn.execute("SELECT count(DISTINCT (device_id, bucket)) FROM tds_dirty_hours").fetchone()[0]  # type: ignore[index]
     if hours:

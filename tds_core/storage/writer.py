@@ -1,10 +1,9 @@
 """The batch writer: readings, gateway liveness and dead letters of one batch in ONE transaction.
 
-Per batch: the readings are stored idempotently (below); on plain PostgreSQL the sum, min, max and count
-per (device, hour) of the rows actually inserted go to the rollup delta log (`readings_dirty`);
-`gateways.last_seen/online` are advanced; dead letters are inserted (deduplicated by digest); then one
-commit. The caller acknowledges the batch's
-messages only after `write()` returned.
+Per batch: the readings are stored idempotently (below); on plain PostgreSQL the rows actually inserted
+are also logged for the rollup refresher, as one row of parallel arrays (`readings_batch_log`, migration
+0005); `gateways.last_seen/online` are advanced; dead letters are inserted (deduplicated by digest); then
+one commit. The caller acknowledges the batch's messages only after `write()` returned.
 
 Readings, two paths with the same outcome. Safe path: binary COPY into a temporary staging table, then
 `INSERT INTO readings … ON CONFLICT DO NOTHING` (redelivered readings are dropped, never duplicated).
@@ -22,8 +21,10 @@ opens a new connection and calls `writer.rebind(new_conn)` (or builds a new Batc
 
 from __future__ import annotations
 
+import array
 import logging
 import struct
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -59,15 +60,19 @@ _COPY_DIRECT = "COPY readings (device_id, time, gateway_id, tenant_id, value) FR
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _COPY_TRAILER = struct.pack(">h", -1)
 _TUPLE = struct.Struct(">hiqiqiqiqid")
-_DELTA = struct.Struct(">h" + "iq" * 4 + "id" * 3 + "iq")  # 8 fields
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _HOUR = timedelta(hours=1)
-# Fast path's rollup deltas, computed by the client: one binary COPY row per (device, hour, gateway, tenant).
-_COPY_DELTAS = """
-    COPY readings_dirty (device_id, bucket, gateway_id, tenant_id, sum_value, min_value, max_value, reading_count)
-    FROM STDIN (FORMAT BINARY)
+_HOUR_US = 3_600_000_000
+# Fast path's rollup log row, encoded by the client (encode_rollup_log).
+_COPY_ROLLUP_LOG = """
+    COPY readings_batch_log (device_id, bucket, gateway_id, tenant_id, value) FROM STDIN (FORMAT BINARY)
 """
+# One-dimensional binary array: dimensions, has-nulls flag, element type, length, lower bound.
+_ARRAY_HEADER = struct.Struct(">iiiii")
+_INT8_OID, _TIMESTAMPTZ_OID, _FLOAT8_OID = 20, 1184, 701
+_FIELD_COUNT = struct.Struct(">h")
+_FIELD_LENGTH = struct.Struct(">i")
 
 # Rows go in (device, time) order: two consumers inserting overlapping redeliveries then wait for each
 # other in the same order instead of deadlocking on the unique index.
@@ -76,16 +81,15 @@ _INSERT_SELECT = f"""
     SELECT time, device_id, gateway_id, tenant_id, value FROM {_STAGING} ORDER BY device_id, time
     ON CONFLICT (device_id, time) DO NOTHING
 """
-# Plain PostgreSQL: only the rows really inserted count in the rollup deltas (a redelivery costs the
+# Plain PostgreSQL: only the rows really inserted are logged for the rollups (a redelivery costs the
 # refresher nothing and is never counted twice).
 _INSERT_PLAIN = f"""
     WITH ins AS ({_INSERT_SELECT} RETURNING device_id, time, gateway_id, tenant_id, value),
-    deltas AS (
-        INSERT INTO readings_dirty
-            (device_id, bucket, gateway_id, tenant_id, sum_value, min_value, max_value, reading_count)
-        SELECT device_id, date_trunc('hour', time, 'UTC'), gateway_id, tenant_id,
-               sum(value), min(value), max(value), count(*)
-        FROM ins GROUP BY 1, 2, 3, 4
+    logged AS (
+        INSERT INTO readings_batch_log (device_id, bucket, gateway_id, tenant_id, value)
+        SELECT array_agg(device_id), array_agg(date_trunc('hour', time, 'UTC')), array_agg(gateway_id),
+               array_agg(tenant_id), array_agg(value)
+        FROM ins HAVING count(*) > 0
     )
     SELECT count(*) FROM ins
 """
@@ -249,17 +253,17 @@ class BatchWriter:
 
     def _copy_direct(self, rows: Sequence[Row]) -> None:
         payload = encode_copy_binary(rows)
-        deltas = None
+        logged = None
         with self.conn.cursor() as cur:
             with cur.copy(_COPY_DIRECT) as copy:
                 copy.write(payload)
                 if self.backend == "postgres":
-                    # Every row is being inserted: all of them count in their hour's delta. Computed while
-                    # the server is still inserting the tail of the COPY (+10-19 % readings/s, bench_writer).
-                    deltas = encode_rollup_deltas(rows)
-            if deltas is not None:
-                with cur.copy(_COPY_DELTAS) as copy:
-                    copy.write(deltas)
+                    # Every row is being inserted: all of them go to the rollup log. Encoded while the
+                    # server is still inserting the tail of the COPY.
+                    logged = encode_rollup_log(rows)
+            if logged is not None:
+                with cur.copy(_COPY_ROLLUP_LOG) as copy:
+                    copy.write(logged)
 
     def _insert_via_staging(self, rows: Sequence[Row]) -> int:
         conn = self.conn
@@ -343,29 +347,40 @@ def _first_bad_row(rows: Sequence[Row], exc: Exception) -> str:
     return f"rows: {expected}: {exc}"
 
 
-def encode_rollup_deltas(rows: Sequence[Row]) -> bytes:
-    """Binary COPY rows of readings_dirty: per (device, UTC hour, gateway, tenant) the rows' sum, min, max
-    and count. Call after encode_copy_binary accepted `rows` (it validates them)."""
-    hour_of = {t: (t - _PG_EPOCH) // _HOUR for t in set(map(_TIME, rows))}
-    groups: dict[tuple[int, int, int, int], list] = {}
-    get = groups.get
-    for t, d, g, tn, v in rows:
-        key = (d, hour_of[t], g, tn)
-        acc = get(key)
-        if acc is None:
-            groups[key] = [v, v, v, 1]
-        else:
-            acc[0] += v
-            if v < acc[1]:
-                acc[1] = v
-            elif v > acc[2]:
-                acc[2] = v
-            acc[3] += 1
-    pack = _DELTA.pack
-    hour_us = 3_600_000_000
-    return b"".join((
-        _COPY_SIGNATURE,
-        *[pack(8, 8, d, 8, h * hour_us, 8, g, 8, tn, 8, s, 8, lo, 8, hi, 8, n)
-          for (d, h, g, tn), (s, lo, hi, n) in groups.items()],
-        _COPY_TRAILER,
-    ))
+def encode_rollup_log(rows: Sequence[Row]) -> bytes:
+    """One binary COPY row of readings_batch_log: the rows' device ids, UTC hours, gateway ids, tenant ids
+    and values as parallel arrays. Call after encode_copy_binary accepted `rows` (it validates them).
+
+    No grouping by (device, hour) here: in the consumer's small batches each device appears about once,
+    so grouping in Python would cost more than it saves; the refresher aggregates with SQL."""
+    times, devices, gateways, tenants, values = zip(*rows, strict=True)
+    hour_of = {t: (t - _PG_EPOCH) // _HOUR * _HOUR_US for t in set(times)}
+    hours = list(map(hour_of.__getitem__, times))
+    fields = (
+        _binary_array(_INT8_OID, "q", devices),
+        _binary_array(_TIMESTAMPTZ_OID, "q", hours),
+        _binary_array(_INT8_OID, "q", gateways),
+        _binary_array(_INT8_OID, "q", tenants),
+        _binary_array(_FLOAT8_OID, "d", values),
+    )
+    parts = [_COPY_SIGNATURE, _FIELD_COUNT.pack(len(fields))]
+    for field in fields:
+        parts += (_FIELD_LENGTH.pack(len(field)), field)
+    parts.append(_COPY_TRAILER)
+    return b"".join(parts)
+
+
+def _binary_array(oid: int, code: str, values: Sequence) -> bytes:
+    """A one-dimensional array without NULLs in PostgreSQL's binary format, where each 8-byte big-endian
+    element is preceded by its length: the elements are packed by `array` and spread into their slots with
+    strided copies (no Python object per element)."""
+    n = len(values)
+    packed = array.array(code, values)
+    if sys.byteorder == "little":
+        packed.byteswap()
+    raw = packed.tobytes()
+    out = bytearray(12 * n)
+    out[3::12] = b"\x08" * n  # each element's length, 8, as a big-endian int32
+    for k in range(8):
+        out[4 + k :: 12] = raw[k::8]
+    return _ARRAY_HEADER.pack(1, 0, oid, n, 1) + out

@@ -97,7 +97,7 @@ def test_deltas_across_batches_of_one_hour_fold_exactly(plain_store: Store, fast
                    plain_store.reg.tenant_a, -1e6)])
     refresh_rollups(conn, "postgres")
     assert_rollups_match_raw(conn)
-    assert count(conn, "SELECT count(*) FROM readings_dirty") == 0
+    assert count(conn, "SELECT count(*) FROM readings_batch_log") == 0
 
 
 def test_rebuild_recomputes_from_raw_rows(plain_store: Store) -> None:
@@ -234,3 +234,34 @@ def test_an_entry_without_figures_is_rebuilt_from_raw_rows(plain_store: Store) -
     refresh_rollups(conn, "postgres")
     assert_rollups_match_raw(conn)
     assert count(conn, "SELECT count(*) FROM readings_rebuild") == 0
+
+
+def test_a_refresh_up_to_an_end_leaves_later_hours_logged(plain_store: Store) -> None:
+    conn = plain_store.conn
+    BatchWriter(conn).write(minute_rows(plain_store, range(0, 150)))  # hours 0, 1 and 2 in one batch
+    refresh_rollups(conn, "postgres", end=HOUR + timedelta(hours=1))
+    assert set(b for _, b in rollup_hourly(conn)) == {HOUR}
+    assert count(conn, "SELECT sum(cardinality(device_id)) FROM readings_batch_log") == 90
+    refresh_rollups(conn, "postgres")
+    assert_rollups_match_raw(conn)
+
+
+def test_entries_left_by_an_older_writer_are_folded(plain_store: Store) -> None:
+    """A writer from before migration 0005 logged figures per (device, hour) in readings_dirty: a rolling
+    upgrade folds them together with the new batch log."""
+    conn, reg = plain_store.conn, plain_store.reg
+    BatchWriter(conn).write(minute_rows(plain_store, range(0, 30)))
+    old_rows = minute_rows(plain_store, range(30, 40))
+    with conn.transaction():
+        conn.cursor().executemany(
+            "INSERT INTO readings (time, device_id, gateway_id, tenant_id, value) VALUES (%s, %s, %s, %s, %s)",
+            old_rows)
+        values = [r[4] for r in old_rows]
+        conn.execute(
+            """INSERT INTO readings_dirty
+               (device_id, bucket, gateway_id, tenant_id, sum_value, min_value, max_value, reading_count)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
+            (reg.devices["A-E1"], HOUR, reg.gw_a, reg.tenant_a, sum(values), min(values), max(values), len(values)))
+    refresh_rollups(conn, "postgres")
+    assert_rollups_match_raw(conn)
+    assert count(conn, "SELECT count(*) FROM readings_dirty") == 0

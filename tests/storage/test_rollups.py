@@ -99,7 +99,7 @@ def test_nothing_is_visible_before_a_refresh_and_refresh_is_idempotent(store: St
     refresh_rollups(store.conn, store.backend)
     assert monthly_consumption(store.conn, store.reg.tenant_a, *PERIOD) == once
     if store.backend == "postgres":
-        assert count(store.conn, "SELECT count(*) FROM readings_dirty") == 0
+        assert count(store.conn, "SELECT count(*) FROM readings_batch_log") == 0
 
 
 def test_tenants_never_see_each_other(store: Store) -> None:

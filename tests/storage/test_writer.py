@@ -37,9 +37,12 @@ def test_redelivery_never_duplicates(store: Store, fast_path: bool) -> None:
     assert count(store.conn, "SELECT count(*) FROM readings") == 140
     if store.backend == "postgres":  # every inserted row invalidated its bucket, whichever path it took
         buckets = {(r[1], r[0].replace(minute=0)) for r in batch + overlapping + fresh}
-        logged = set(store.conn.execute("SELECT device_id, bucket FROM readings_dirty").fetchall())
+        logged = set(store.conn.execute(
+            "SELECT e.* FROM readings_batch_log, unnest(device_id, bucket) AS e").fetchall())
         store.conn.commit()
         assert logged == buckets
+        # Exactly the inserted rows: the redelivered ones are not logged again.
+        assert count(store.conn, "SELECT sum(cardinality(device_id)) FROM readings_batch_log") == 140
 
 
 def test_duplicate_inside_one_batch_is_kept_once_first_value_wins(store: Store) -> None:
@@ -162,6 +165,14 @@ def test_rows_round_trip_exactly(store: Store, fast_path: bool) -> None:
     store.conn.commit()
     assert stored == sorted([(t, d, g, tn, float(v)) for t, d, g, tn, v in rows])
     assert [math.copysign(1, v) for *_, v in stored] == [math.copysign(1, float(r[4])) for r in sorted(rows)]
+    if store.backend == "postgres":  # the rollup log holds the same rows, each with its UTC hour
+        logged = store.conn.execute(
+            "SELECT e.* FROM readings_batch_log, unnest(device_id, bucket, gateway_id, tenant_id, value) AS e"
+        ).fetchall()
+        store.conn.commit()
+        hour = timedelta(hours=1)
+        expected = [(d, T0 + (t - T0) // hour * hour, g, tn, float(v)) for t, d, g, tn, v in rows]
+        assert sorted(logged) == sorted(expected)
 
 
 def test_encoding_sorts_by_device_then_time() -> None:
