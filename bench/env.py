@@ -195,9 +195,9 @@ class BenchEnv:
         log.info("fleet: %d gateways x %d devices", self.gateways, self.devices)
 
     def reset_readings(self) -> None:
-        """Empty readings, dirty log and dead letters; forget liveness: a fresh start for the next design."""
+        """Empty readings, rollup logs and dead letters; forget liveness: a fresh start for the next design."""
         with psycopg.connect(self.db_dsn, autocommit=True) as conn:
-            conn.execute("TRUNCATE readings, readings_dirty, dead_letters")
+            conn.execute("TRUNCATE readings, readings_batch_log, readings_dirty, dead_letters")
             conn.execute("UPDATE gateways SET last_seen = NULL, online = false")
             conn.execute("VACUUM ANALYZE gateways")
 

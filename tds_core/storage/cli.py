@@ -133,7 +133,9 @@ def _status(args: argparse.Namespace, out: TextIO | None = None) -> int:
                    JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'readings'::regclass"""
             ).fetchone()
             waiting = conn.execute(
-                "SELECT (SELECT count(*) FROM readings_dirty), (SELECT count(*) FROM readings_rebuild)"
+                """SELECT (SELECT count(*) FROM readings_dirty)
+                          + (SELECT coalesce(sum(cardinality(device_id)), 0) FROM readings_batch_log),
+                          (SELECT count(*) FROM readings_rebuild)"""
             ).fetchone()
             dirty, rebuilds = waiting if waiting else (0, 0)
             print(f"rollup log entries waiting for refresh: {dirty}; hours queued for a rebuild: {rebuilds}",

@@ -103,14 +103,16 @@ def maintain(conn: psycopg.Connection, now: datetime | None = None) -> Maintenan
     refresh = refresh_rollups(conn, backend)
     if backend == "postgres":
         # Unconditionally: the consumer also folds the log between rounds (Consumer's rollup_interval).
-        _vacuum(conn, "readings_dirty")
+        for log_table in ("readings_batch_log", "readings_dirty"):
+            _vacuum(conn, log_table)
     dropped = apply_retention(conn, backend, settings.retention)
     return MaintenanceReport(backend, created, refresh, dropped)
 
 
 def _vacuum(conn: psycopg.Connection, table: str) -> None:
-    """VACUUM `table` now. Refreshes delete every log entry they consume (up to one per reading at high
-    rates); the next refresh would scan those dead rows again if autovacuum has not come by yet."""
+    """VACUUM `table` now. Refreshes delete every log row they consume (a row per batch, about a hundred a
+    second at high rates, each with its arrays in the TOAST table); the next refresh would scan those dead
+    rows again if autovacuum has not come by yet."""
     autocommit = conn.autocommit
     conn.autocommit = True  # VACUUM refuses to run inside a transaction block
     try:
