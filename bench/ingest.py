@@ -415,6 +415,7 @@ def run_tds(env: BenchEnv, cfg: IngestBenchConfig, rate: float, flood: int | Non
         "consumer_threads_cpu_pct": meter.threads,
         **_cpu_budget(cpu, meter.threads, in_window, seconds),
         "window_s": round(seconds, 3),
+        "window_start_utc": datetime.fromtimestamp(window[0], UTC).isoformat(timespec="milliseconds"),
     }
 
 

@@ -71,9 +71,9 @@ class IngestConfig:
     liveness_interval: float = 10.0
     # Partitions ahead, rollup refresh, retention, vacuum of the rollup log.
     maintenance_interval: float = 10.0
-    # Plain PostgreSQL: fold the rollup delta log this often. Folding 10 s of log at 5,000 msg/s took ~0.7 s
-    # of one core in one burst, and ingest on the other core fell behind (p99 0.3-0.7 s); a fold a second
-    # takes 80-150 ms (more in total: every active device's rows are rewritten each time).
+    # Plain PostgreSQL: fold the rollup log this often. Folding 10 s of log at 5,000 msg/s took ~0.7 s of
+    # one core in one burst, and ingest on the other core fell behind (p99 0.3-0.7 s); a fold a second
+    # takes 60-80 ms (more in total: every active device's rows are rewritten each time).
     rollup_interval: float = 1.0
     db_retry_initial: float = 0.2
     db_retry_max: float = 10.0
