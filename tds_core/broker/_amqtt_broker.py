@@ -21,6 +21,12 @@ amqtt/mqtt/protocol/handler.py next to it):
 * Shared subscriptions (``$share/{group}/{filter}``): stock amqtt treats them as literal filters that
   never match. Here each message goes to one member of each matching group (a connected member when
   there is one, round robin), and is queued for an offline persistent member otherwise.
+* Outbound in-flight window: stock amqtt sends every message at once and gives each a packet id; a
+  consumer that stops acknowledging (its database is down) gets them all, and past 65,535 unacknowledged
+  messages ``next_packet_id`` raises and the message is dropped, after the publisher had its PUBACK.
+  Here at most ``max_inflight`` QoS 1/2 messages per session are unacknowledged (Mosquitto's
+  ``max_inflight_messages``); the rest wait in order, in memory, and go to the session's offline queue
+  if the connection ends first.
 * Topic checks (publish, subscribe, per-message receive, will topic) come from a policy object
   instead of the plugin manager; TLS uses a context built by the caller (client certificate required).
 """
@@ -30,10 +36,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from amqtt.broker import Broker
+from amqtt.broker import Broker, RetainedApplicationMessage
 from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.connack import IDENTIFIER_REJECTED, NOT_AUTHORIZED, ConnackPacket
@@ -85,12 +92,61 @@ class AccessPolicy:
         return True
 
 
+DEFAULT_MAX_INFLIGHT = 1000  # as the Mosquitto configuration TDS writes
+
+
 class TdsBrokerHandler(BrokerProtocolHandler):
-    """Broker-side protocol handler that keeps unacknowledged QoS 1 messages for redelivery."""
+    """Broker-side protocol handler that keeps unacknowledged QoS 1 messages for redelivery and sends at
+    most ``max_inflight`` of them before their acknowledgements (the rest wait in order)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._retry_tasks: set[asyncio.Task[None]] = set()
+        self.max_inflight = DEFAULT_MAX_INFLIGHT
+        self._waiting: deque[tuple[str, bytes | bytearray, int, bool]] = deque()
+        self._flows: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def mqtt_publish(self, topic: str, data: bytes | bytearray, qos: int | None, retain: bool,
+                           ack_timeout: int | None = None) -> OutgoingApplicationMessage | None:  # type: ignore[override]
+        """Send a message to this client. QoS 1/2 messages join the window's queue and are sent, in order,
+        as acknowledgements make room; this returns at once for them (the flow runs in its own task)."""
+        if qos not in (QOS_1, QOS_2) or self.session is None:
+            return await super().mqtt_publish(topic, data, qos, retain, ack_timeout)
+        if self._closed:
+            self._park(topic, data, qos)
+            return None
+        self._waiting.append((topic, data, qos, retain))
+        self._send_waiting()
+        return None
+
+    def _send_waiting(self) -> None:
+        """Start the flows of waiting messages while the session has fewer than max_inflight in flight."""
+        session = self.session
+        if session is None:
+            return
+        while self._waiting and not self._closed and len(session.inflight_out) < self.max_inflight:
+            topic, data, qos, retain = self._waiting.popleft()
+            packet_id = session.next_packet_id  # free: fewer than max_inflight (<= 65,535) are in flight
+            message = OutgoingApplicationMessage(packet_id, topic, qos, data, retain)
+            # Counted in the window from now on: the flow task only starts at the loop's next turn.
+            session.inflight_out[packet_id] = message
+            flow = asyncio.ensure_future(self._handle_message_flow(message))
+            self._flows.add(flow)
+            flow.add_done_callback(self._flow_done)
+
+    def _flow_done(self, flow: asyncio.Task[None]) -> None:
+        self._flows.discard(flow)
+        if not flow.cancelled() and flow.exception() is not None:
+            log.debug("delivery stopped: %r (the message stays in flight for redelivery)", flow.exception())
+        self._send_waiting()
+
+    def _park(self, topic: str, data: bytes | bytearray, qos: int) -> None:
+        """A message that was never sent on this (now closed) connection: queued for the persistent
+        session's next connection, dropped for a clean session (which ends with its connection)."""
+        session = self.session
+        if session is not None and not session.clean_session:
+            session.retained_messages.put_nowait(RetainedApplicationMessage(None, topic, data, qos))
 
     async def _handle_qos1_message_flow(
         self, app_message: OutgoingApplicationMessage | IncomingApplicationMessage
@@ -143,9 +199,18 @@ class TdsBrokerHandler(BrokerProtocolHandler):
             await self._handle_message_flow(message)
         except (AMQTTError, MQTTError, OSError, TimeoutError) as exc:
             log.debug("redelivery of packet %s stopped: %r", message.packet_id, exc)
+        finally:
+            self._send_waiting()  # a resent message counts in the window too
 
     async def stop(self) -> None:
-        """Stop the handler; in-flight messages stay in the session."""
+        """Stop the handler; in-flight messages stay in the session, waiting ones go to its offline queue."""
+        self._closed = True
+        waiting, self._waiting = self._waiting, deque()
+        if waiting:
+            log.debug("%s: %d message(s) not yet sent go to the session's queue",
+                      self.session.client_id if self.session else "?", len(waiting))
+        for topic, data, qos, _ in waiting:
+            self._park(topic, data, qos)
         for task in list(self._retry_tasks):
             task.cancel()
         await super().stop()
@@ -155,9 +220,13 @@ class TdsBroker(Broker):
     """amqtt Broker with the identity, ACL, redelivery and shared-subscription behaviour above."""
 
     def __init__(self, config: dict[str, Any], *, policy: AccessPolicy,
-                 ssl_context_factory: Callable[[], Any] | None = None) -> None:
+                 ssl_context_factory: Callable[[], Any] | None = None,
+                 max_inflight: int = DEFAULT_MAX_INFLIGHT) -> None:
+        if not 1 <= max_inflight <= 65535:
+            raise ValueError(f"max_inflight: {max_inflight} is not in 1..65535 (MQTT packet ids)")
         super().__init__(config)
         self.policy = policy
+        self.max_inflight = max_inflight
         self._ssl_context_factory = ssl_context_factory
         self._share_rr: dict[tuple[str, str], int] = {}
 
@@ -183,6 +252,7 @@ class TdsBroker(Broker):
             raise
         except NoDataError as exc:
             raise AMQTTError(exc) from exc
+        handler.max_inflight = self.max_inflight
 
         if not incoming.client_id:
             if not incoming.clean_session:  # amqtt already refuses this; keep the guard explicit

@@ -92,7 +92,8 @@ def _config_arguments(p: argparse.ArgumentParser, *, for_run: bool) -> None:
                        help="legacy gateway: MAC may publish telemetry/GATEWAY_CODE/+/data (repeatable)")
     p.add_argument("--pki", type=Path, help="PKI directory (default $TDS_PKI_DIR or .tds/pki)")
     p.add_argument("--user", help="user Mosquitto runs as (root: give 'root' to keep privileges)")
-    p.add_argument("--max-inflight", type=int, default=1000, help="max_inflight_messages (default 1000)")
+    if not for_run:  # `run` has it from add_broker_arguments, for either broker
+        p.add_argument("--max-inflight", type=int, default=1000, help="max_inflight_messages (default 1000)")
     p.add_argument("--max-queued", type=int, default=1_000_000, help="max_queued_messages (default 1e6)")
 
 

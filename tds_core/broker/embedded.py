@@ -26,7 +26,7 @@ from typing import Any
 
 from amqtt.errors import BrokerError
 
-from tds_core.broker._amqtt_broker import AccessPolicy, TdsBroker
+from tds_core.broker._amqtt_broker import DEFAULT_MAX_INFLIGHT, AccessPolicy, TdsBroker
 from tds_core.broker.acl import Acl
 from tds_core.broker.policy import CertificatePolicy, PlainPolicy, peer_identity
 from tds_core.broker.tls import BrokerTLS, RevocationList
@@ -54,9 +54,13 @@ class EmbeddedBroker:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, tls: BrokerTLS | None = None,
-                 acl: Acl | None = None, *, session_expiry_interval: int | None = None) -> None:
+                 acl: Acl | None = None, *, session_expiry_interval: int | None = None,
+                 max_inflight: int = DEFAULT_MAX_INFLIGHT) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port: {port} is not in 0..65535")
+        if not 1 <= max_inflight <= 65535:
+            raise ValueError(f"max_inflight: {max_inflight} is not in 1..65535 (MQTT packet ids)")
+        self.max_inflight = max_inflight
         self._host = host
         self._requested_port = port
         self.tls = tls
@@ -110,7 +114,8 @@ class EmbeddedBroker:
             "session_expiry_interval": self._session_expiry,
         }
         broker = TdsBroker(config, policy=self.policy,
-                           ssl_context_factory=self._make_ssl_context if self.tls else None)
+                           ssl_context_factory=self._make_ssl_context if self.tls else None,
+                           max_inflight=self.max_inflight)
         await broker.start()
         self._broker = broker
         self._port = broker.bound_port()
@@ -229,6 +234,9 @@ def add_broker_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cert", type=Path)
     p.add_argument("--key", type=Path)
     p.add_argument("--crl", type=Path)
+    p.add_argument("--max-inflight", type=int, default=DEFAULT_MAX_INFLIGHT, metavar="N",
+                   help="unacknowledged QoS 1 messages per client before the rest wait (Mosquitto: "
+                        f"max_inflight_messages; 1..65535, default {DEFAULT_MAX_INFLIGHT})")
     p.add_argument("--consumer", action="append", default=[], metavar="CN",
                    help=f"consumer identity (repeatable; default {DEFAULT_CONSUMER_CN})")
     p.add_argument("--legacy", action="append", default=[], metavar="MAC=GATEWAY_CODE",
@@ -261,7 +269,7 @@ def broker_from_args(args: argparse.Namespace) -> EmbeddedBroker:
         acl = Acl.build(args.consumer or [DEFAULT_CONSUMER_CN], _parse_legacy(args.legacy))
     if tls is None and not args.acl_plain:
         acl = None
-    return EmbeddedBroker(args.host, args.port, tls, acl)
+    return EmbeddedBroker(args.host, args.port, tls, acl, max_inflight=args.max_inflight)
 
 
 async def serve(broker: EmbeddedBroker) -> None:
