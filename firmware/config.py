@@ -33,10 +33,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tds_core.protocol import KNOWN_UNITS, normalize_mac
-from tds_core.yamlconf import ConfigError as YamlError
-from tds_core.yamlconf import YList, YMap, load_yaml_text
 
 from .registers import DATA_TYPES, WORD_ORDERS
+from .yamlmarks import YamlSyntaxError, line_of, load_located
 
 __all__ = [
     "COMMAND_KEYS",
@@ -176,7 +175,7 @@ class _Checker:
         self.errors: list[str] = []
 
     def error(self, container: Any, key: Any, path: str, message: str) -> None:
-        line = container.line_of(key) if isinstance(container, YMap | YList) else None
+        line = line_of(container, key)
         where = f"{self.source}:{line}" if line else self.source
         self.errors.append(f"{where}: {path}: {message}")
 
@@ -255,8 +254,7 @@ def _show(value: Any) -> str:
 def parse_config(
     doc: Any, *, source: str = "<config>", base_dir: str | Path = ".", check_files: bool = True
 ) -> GatewayConfig:
-    """Validate a loaded document (from ``tds_core.yamlconf``, whose mappings and lists know their lines,
-    or a plain dict). Raises ConfigError with every problem found."""
+    """Validate a loaded document (from ``yamlmarks.load_located`` or a plain dict). Raises ConfigError."""
     c = _Checker(source)
     base = Path(base_dir)
     top = c.mapping(doc, doc, None, "(document)")
@@ -457,7 +455,8 @@ def load_config(path: str | Path) -> GatewayConfig:
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: not UTF-8 text: {exc.reason}"]) from None
     try:
-        doc = load_yaml_text(text, name=str(path))
-    except YamlError as exc:  # not YAML, a duplicate key, or not a mapping at the top level
-        raise ConfigError([str(exc)]) from None
+        doc = load_located(text)
+    except YamlSyntaxError as exc:
+        where = f"{path}:{exc.line}" if exc.line else str(path)
+        raise ConfigError([f"{where}: invalid YAML: {exc}"]) from None
     return parse_config(doc, source=str(path), base_dir=p.parent)
