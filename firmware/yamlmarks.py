@@ -2,6 +2,9 @@
 
 ``load_located(text)`` returns plain-looking ``dict``/``list`` subclasses (``LocDict``, ``LocList``) that
 carry the 1-based line of themselves and of each key/item. Scalars stay plain Python values.
+
+It does the job of ``tds_core.yamlconf`` on purpose: the firmware may import nothing of the core but
+``tds_core.protocol`` (a board installs nothing else of it; tests/test_layout.py checks the rule).
 """
 
 from __future__ import annotations

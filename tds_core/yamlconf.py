@@ -1,4 +1,4 @@
-"""The project's one line-aware YAML loader: every config error names `file:line: field.path: problem`.
+"""The core's line-aware YAML loader: every config error names `file:line: field.path: problem`.
 
     doc = load_yaml("fleet.yaml")                       # a YMap (a dict that knows its lines)
     check_keys(doc, allowed={"tenants"}, required={"tenants"})
