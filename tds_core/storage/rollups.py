@@ -219,14 +219,17 @@ def refresh_rollups(
 ) -> RefreshResult:
     """Bring the hourly and monthly rollups up to date for [start, end) (default: the retained period).
 
-    The connection must be idle; the refresh commits on its own.
+    Nothing before the retention edge is recomputed, whatever `start`. TimescaleDB recomputes buckets
+    from `start` on (the month that holds `start` included, when its raw rows are all retained). Plain
+    PostgreSQL folds its whole log up to `end` whatever `start`: a later start must not throw away the
+    deltas of late rows between the retention edge and it. The connection must be idle; the refresh
+    commits on its own.
     """
-    if start is None:
-        start = retained_since(get_settings(conn).retention)
-        conn.commit()
+    retained = retained_since(get_settings(conn).retention)
+    conn.commit()
     if backend == "timescale":
-        return _refresh_timescale(conn, start, end)
-    return _refresh_plain(conn, start, end)
+        return _refresh_timescale(conn, retained if start is None else max(start, retained), end, retained)
+    return _refresh_plain(conn, retained, end)
 
 
 def _refresh_plain(conn: psycopg.Connection, start: datetime, end: datetime | None) -> RefreshResult:
@@ -290,11 +293,13 @@ def request_rebuild(conn: psycopg.Connection, start: datetime, end: datetime) ->
     return cur.rowcount
 
 
-def _refresh_timescale(conn: psycopg.Connection, start: datetime, end: datetime | None) -> RefreshResult:
-    # A monthly bucket is only materialised when the window covers it entirely: start at the first month
-    # boundary inside the window, so the month that straddles the retention edge keeps its old figures.
+def _refresh_timescale(conn: psycopg.Connection, start: datetime, end: datetime | None,
+                       retained: datetime) -> RefreshResult:
+    # A monthly bucket is only materialised when the window covers it entirely, so the window starts at
+    # the month of `start`; but the month that straddles the retention edge keeps its old figures (its
+    # older raw rows are gone): then the window starts at the next month.
     month_start = datetime(start.year, start.month, 1, tzinfo=UTC)
-    if month_start < start:
+    if month_start < retained:
         month_start = datetime(start.year + start.month // 12, start.month % 12 + 1, 1, tzinfo=UTC)
     autocommit = conn.autocommit
     conn.autocommit = True  # refresh_continuous_aggregate refuses to run inside a transaction block
