@@ -97,6 +97,7 @@ class BenchEnv:
     gateways: int = 200
     devices: int = 8
     dsn: str | None = None  # admin DSN of an existing server; None = embedded PostgreSQL
+    backend: str = "postgres"  # or "timescale" (needs a server with the extension: --dsn)
     broker: str = "mosquitto"  # or "embedded", or "none" (database only)
     max_inflight: int = 1000
     max_queued: int = 0
@@ -175,7 +176,7 @@ class BenchEnv:
         params = conninfo_to_dict(self.admin_dsn)
         params["dbname"] = self._db_name
         self.db_dsn = make_conninfo(**params)
-        migrate(self.db_dsn, backend="postgres")
+        migrate(self.db_dsn, backend=self.backend)
 
     def _provision(self) -> None:
         with psycopg.connect(self.db_dsn) as conn:
@@ -197,14 +198,18 @@ class BenchEnv:
     def reset_readings(self) -> None:
         """Empty readings, rollup logs and dead letters; forget liveness: a fresh start for the next design."""
         with psycopg.connect(self.db_dsn, autocommit=True) as conn:
-            conn.execute("TRUNCATE readings, readings_batch_log, readings_dirty, dead_letters")
+            logs = ", readings_batch_log, readings_dirty" if self.backend == "postgres" else ""
+            conn.execute(f"TRUNCATE readings{logs}, dead_letters")
             conn.execute("UPDATE gateways SET last_seen = NULL, online = false")
             conn.execute("VACUUM ANALYZE gateways")
 
     def ensure_today_partition(self) -> None:
-        """The seed design inserts straight into `readings`: make sure today's partition exists."""
+        """The seed design inserts straight into `readings`: make sure today's partition exists (a
+        hypertable makes its own chunks)."""
         from tds_core.storage.partitions import ensure_partitions
 
+        if self.backend != "postgres":
+            return
         with psycopg.connect(self.db_dsn) as conn:
             ensure_partitions(conn, {datetime.now(UTC).date()})
             conn.commit()

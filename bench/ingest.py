@@ -68,6 +68,7 @@ class IngestBenchConfig:
     publisher_impl: str = "paho"  # or "raw" (bench/rawmqtt.py)
     broker: str = "mosquitto"
     dsn: str | None = None
+    backend: str = "postgres"  # or "timescale": needs `dsn` of a server with the extension
     designs: list[str] = field(default_factory=lambda: list(DESIGNS))
     tds_flood_messages: int = 30_000  # 0 = skip the TDS consumer's flood (maximum) measurement
     seed_messages: int = 10_000
@@ -492,7 +493,8 @@ def run_writer(env: BenchEnv, cfg: IngestBenchConfig) -> dict:
     from bench import bench_writer
 
     out = io.StringIO()
-    runs = bench_writer.run(env.admin_dsn, cfg.writer_rows, [cfg.writer_batch], ["partitioned"], out=out)
+    layout = "partitioned" if cfg.backend == "postgres" else "timescale"
+    runs = bench_writer.run(env.admin_dsn, cfg.writer_rows, [cfg.writer_batch], [layout], out=out)
     by_phase = {r.phase: r for r in runs}
     fresh, redelivery = by_phase["fresh"], by_phase["redelivery"]
     return {
@@ -570,10 +572,11 @@ def run_bench(cfg: IngestBenchConfig, *, out=sys.stdout) -> dict:
     load_start = os.getloadavg()
     results: list[dict] = []
     broker = cfg.broker if {"tds", "seed"} & set(cfg.designs) else "none"
-    env = BenchEnv(gateways=cfg.gateways, devices=cfg.devices, dsn=cfg.dsn, broker=broker,
+    env = BenchEnv(gateways=cfg.gateways, devices=cfg.devices, dsn=cfg.dsn, backend=cfg.backend, broker=broker,
                    max_inflight=cfg.max_inflight)
     print(f"bench: setting up ({cfg.gateways} gateways x {cfg.devices} devices, broker {cfg.broker}, "
-          f"{'embedded PostgreSQL' if cfg.dsn is None else 'given PostgreSQL'})", file=out, flush=True)
+          f"{'embedded PostgreSQL' if cfg.dsn is None else 'given PostgreSQL'}, backend {cfg.backend})",
+          file=out, flush=True)
     with env:
         print(f"bench: broker {env.broker_info.url if env.broker_info else '?'}", file=out, flush=True)
         if "tds" in cfg.designs:
@@ -643,6 +646,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--broker", choices=("mosquitto", "embedded"), default=d.broker,
                    help="private Mosquitto with mTLS (default) or the embedded amqtt broker (plain)")
     p.add_argument("--dsn", help="admin DSN of a PostgreSQL server (default: a private embedded one)")
+    p.add_argument("--backend", choices=("postgres", "timescale"), default=d.backend,
+                   help="schema to migrate: plain PostgreSQL (default) or TimescaleDB (needs --dsn of a server "
+                   "with the extension)")
     p.add_argument("--designs", default=",".join(d.designs), help="which of tds,seed,writer to run")
     p.add_argument("--tds-flood-messages", type=int, default=d.tds_flood_messages,
                    help="also flood the TDS consumer with this many messages at --seed-rate x 3 to time its "
@@ -675,9 +681,12 @@ def config_from_args(args: argparse.Namespace) -> IngestBenchConfig:
         rates = [float(x) for x in args.rates.split(",") if x.strip()]
     except ValueError:
         raise ValueError(f"--rates: expected comma-separated numbers, got {args.rates!r}") from None
+    if args.backend == "timescale" and args.dsn is None:
+        raise ValueError("--backend timescale: needs --dsn of a server with TimescaleDB (the embedded one has none)")
     return IngestBenchConfig(
         rates=rates, duration=args.duration, warmup=args.warmup, gateways=args.gateways, devices=args.devices,
         publishers=args.publishers, publisher_impl=args.publisher_impl, broker=args.broker, dsn=args.dsn,
+        backend=args.backend,
         designs=[x.strip() for x in args.designs.split(",") if x.strip()],
         tds_flood_messages=args.tds_flood_messages, seed_messages=args.seed_messages, seed_rate=args.seed_rate,
         writer_rows=args.writer_rows,
