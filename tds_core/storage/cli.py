@@ -184,10 +184,11 @@ def _maintain(args: argparse.Namespace, out: TextIO | None = None) -> int:
             hours = request_rebuild(conn, start, end)
             print(f"{hours} hourly buckets queued for a rebuild from the raw rows", file=out)
         report = maintain(conn)
-    refreshed = report.refresh.hours if report.refresh else 0
+    refreshed = (f"{report.refresh.hours} hourly buckets refreshed" if report.backend == "postgres"
+                 else "aggregates refreshed up to the last complete hour")
     print(
         f"{report.backend}: {len(report.partitions_created)} partitions created, "
-        f"{refreshed} hourly buckets refreshed, {len(report.dropped)} old partitions/chunks dropped",
+        f"{refreshed}, {len(report.dropped)} old partitions/chunks dropped",
         file=out,
     )
     return 0

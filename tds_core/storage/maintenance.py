@@ -90,21 +90,29 @@ def _retention_policy_is(conn: psycopg.Connection, keep: timedelta) -> bool:
 
 
 def maintain(conn: psycopg.Connection, now: datetime | None = None) -> MaintenanceReport:
-    """Create partitions ahead (plain), refresh rollups, apply the stored retention. Commits as it goes."""
+    """Create partitions ahead and fold the rollup log (plain PostgreSQL), apply the stored retention.
+    Commits as it goes.
+
+    On TimescaleDB the round refreshes the aggregates up to the last complete hour, over the whole
+    retained period: cheap unless late rows invalidated some buckets (it reaches late rows older than the
+    refresh policies' windows), and each hour is aggregated from raw rows once. Refreshing up to now
+    would recompute the current hour from raw rows every round. The monthly aggregate is real time on
+    top of the hourly one (migration 0007)."""
     backend = current_backend(conn)
     if backend is None:
         raise RuntimeError("database is not migrated: run `tds db migrate` first")
     settings = get_settings(conn)
     conn.commit()
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
     created: list[date] = []
     if backend == "postgres":
-        today = (now or datetime.now(UTC)).astimezone(UTC).date()
-        created = create_partitions_ahead(conn, settings.partitions_ahead, today=today)
-    refresh = refresh_rollups(conn, backend)
-    if backend == "postgres":
+        created = create_partitions_ahead(conn, settings.partitions_ahead, today=moment.date())
+        refresh = refresh_rollups(conn, backend)
         # Unconditionally: the consumer also folds the log between rounds (Consumer's rollup_interval).
         for log_table in ("readings_batch_log", "readings_dirty"):
             _vacuum(conn, log_table)
+    else:
+        refresh = refresh_rollups(conn, backend, end=moment.replace(minute=0, second=0, microsecond=0))
     dropped = apply_retention(conn, backend, settings.retention)
     return MaintenanceReport(backend, created, refresh, dropped)
 

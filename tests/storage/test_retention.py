@@ -71,8 +71,14 @@ def test_maintain_uses_the_stored_settings(store: Store) -> None:
     write_old_and_recent(store)
     assert get_settings(store.conn).retention == timedelta(days=730)
     set_retention(store.conn, timedelta(days=100))
-    report = maintain(store.conn)
+    report = maintain(store.conn, now=NOW)
     assert report.backend == store.backend
+    # TimescaleDB: up to the last complete hour; plain: the whole log is folded.
+    assert report.refresh is not None
+    if store.backend == "timescale":
+        assert report.refresh.end == NOW.replace(minute=0, second=0, microsecond=0)
+    else:
+        assert report.refresh.end is None
     assert report.dropped
     assert count(store.conn, "SELECT count(*) FROM readings") == 12
     if store.backend == "postgres":

@@ -149,3 +149,32 @@ def test_a_refresh_from_a_later_start_covers_its_month_and_keeps_earlier_late_ro
     refresh_rollups(store.conn, store.backend, start=start)
     check(store, rows + late, store.reg.tenant_a)
     check(store, rows + late, store.reg.tenant_b)
+
+
+def test_late_rows_older_than_the_refresh_policies_reach_the_rollups_in_the_next_maintenance_round(
+        store: Store) -> None:
+    """A gateway that replays a buffer of ten days: plain folds its log; TimescaleDB's round refreshes the
+    invalidated completed hours over the whole retained period (its policies only look back seven days)."""
+    from tds_core.storage.maintenance import maintain
+
+    now = datetime.now(UTC)
+    reg = store.reg
+    hour = (now - timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
+    writer = BatchWriter(store.conn)
+    recent = [(hour + timedelta(minutes=m), reg.devices["A-E1"], reg.gw_a, reg.tenant_a, float(m)) for m in range(60)]
+    writer.write(recent)
+    maintain(store.conn, now=now)  # everything up to the last complete hour is materialised
+
+    old_hour = hour - timedelta(days=10)
+    late = [(old_hour + timedelta(minutes=m), reg.devices["A-E1"], reg.gw_a, reg.tenant_a, 2.0) for m in range(30)]
+    assert writer.write(late).inserted == 30
+
+    def late_points() -> list:
+        points = hourly_timeline(store.conn, reg.tenant_a, old_hour, old_hour + timedelta(hours=1))
+        store.conn.commit()
+        return points
+
+    assert late_points() == []  # neither backend shows them before a round
+    maintain(store.conn, now=now)
+    (point,) = late_points()
+    assert (point.count, point.sum) == (30, 60.0)
