@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 _CONNECTING = "tds.connecting"
 _LOOP_DONE = "tds.loop_done"
 
-__all__ = ["AccessPolicy", "ConnectRefused", "TdsBroker", "TdsBrokerHandler"]
+__all__ = ["AccessPolicy", "ConnectRefused", "TdsBroker", "TdsBrokerHandler", "check_max_inflight"]
 
 
 class ConnectRefused(Exception):
@@ -93,6 +93,13 @@ class AccessPolicy:
 
 
 DEFAULT_MAX_INFLIGHT = 1000  # as the Mosquitto configuration TDS writes
+
+
+def check_max_inflight(value: int) -> int:
+    """`value` if it is a usable in-flight window (MQTT packet ids: 1..65535), else ValueError."""
+    if not 1 <= value <= 65535:
+        raise ValueError(f"max_inflight: {value} is not in 1..65535 (MQTT packet ids)")
+    return value
 
 
 class TdsBrokerHandler(BrokerProtocolHandler):
@@ -222,11 +229,9 @@ class TdsBroker(Broker):
     def __init__(self, config: dict[str, Any], *, policy: AccessPolicy,
                  ssl_context_factory: Callable[[], Any] | None = None,
                  max_inflight: int = DEFAULT_MAX_INFLIGHT) -> None:
-        if not 1 <= max_inflight <= 65535:
-            raise ValueError(f"max_inflight: {max_inflight} is not in 1..65535 (MQTT packet ids)")
+        self.max_inflight = check_max_inflight(max_inflight)
         super().__init__(config)
         self.policy = policy
-        self.max_inflight = max_inflight
         self._ssl_context_factory = ssl_context_factory
         self._share_rr: dict[tuple[str, str], int] = {}
 

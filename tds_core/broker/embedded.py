@@ -26,7 +26,7 @@ from typing import Any
 
 from amqtt.errors import BrokerError
 
-from tds_core.broker._amqtt_broker import DEFAULT_MAX_INFLIGHT, AccessPolicy, TdsBroker
+from tds_core.broker._amqtt_broker import DEFAULT_MAX_INFLIGHT, AccessPolicy, TdsBroker, check_max_inflight
 from tds_core.broker.acl import Acl
 from tds_core.broker.policy import CertificatePolicy, PlainPolicy, peer_identity
 from tds_core.broker.tls import BrokerTLS, RevocationList
@@ -58,9 +58,7 @@ class EmbeddedBroker:
                  max_inflight: int = DEFAULT_MAX_INFLIGHT) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port: {port} is not in 0..65535")
-        if not 1 <= max_inflight <= 65535:
-            raise ValueError(f"max_inflight: {max_inflight} is not in 1..65535 (MQTT packet ids)")
-        self.max_inflight = max_inflight
+        self.max_inflight = check_max_inflight(max_inflight)
         self._host = host
         self._requested_port = port
         self.tls = tls
